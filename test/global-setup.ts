@@ -1,0 +1,20 @@
+// Starts PostgreSQL and Kafka with scripts/services unless DATABASE_URL and KAFKA_BROKERS are already set.
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const servicesScript = fileURLToPath(new URL('../scripts/services', import.meta.url));
+
+export default function setup(): () => void {
+  if (process.env.DATABASE_URL && process.env.KAFKA_BROKERS) return () => {};
+  const dir = fileURLToPath(new URL('../.services/test', import.meta.url));
+  const env = { ...process.env, FLEET_SYNC_SERVICES_DIR: dir };
+  const out = execFileSync(servicesScript, ['up'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  for (const line of out.split('\n')) {
+    const m = /^export (\w+)=(.*)$/.exec(line.trim());
+    if (m) process.env[m[1]!] = m[2]!;
+  }
+  if (!process.env.DATABASE_URL || !process.env.KAFKA_BROKERS) throw new Error(`scripts/services up printed no environment:\n${out}`);
+  return () => {
+    execFileSync(servicesScript, ['down'], { env, stdio: 'inherit' });
+  };
+}
