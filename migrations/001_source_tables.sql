@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS call_center_parks (
   role_map            jsonb NOT NULL DEFAULT '{}'::jsonb,
   yandex_team_role_id text,
   enabled             boolean NOT NULL DEFAULT false,
+  -- set by park/off: whether the roles fleet-sync granted in the project are to be removed
+  revoke_on_disable   boolean NOT NULL DEFAULT true,
   enabled_at          timestamptz,
   disabled_at         timestamptz,
   updated_at          timestamptz NOT NULL DEFAULT now()
