@@ -22,6 +22,8 @@ export const ERRORS = {
   UNSUPPORTED_MEDIA_TYPE: { retriable: false, status: 415 },
   RATE_LIMITED: { retriable: true, status: 429 },
   NOT_READY: { retriable: true, status: 503 },
+  DATABASE_UNAVAILABLE: { retriable: true, status: 503 },
+  INTERNAL: { retriable: false, status: 500 },
 } as const satisfies Record<string, { retriable: boolean; status: number }>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -1,0 +1,112 @@
+// The schema registry is the schemas/ folder: every published version stays there, so old messages stay
+// readable. Encodes with the newest version as Avro single-object encoding (C3 01, fingerprint, body).
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import avro from 'avsc';
+import { FleetSyncError } from '../errors.js';
+import { fingerprintBytes } from './fingerprint.js';
+
+export const SCHEMAS_DIR = fileURLToPath(new URL('../../schemas/', import.meta.url));
+const MAGIC = Buffer.from([0xc3, 0x01]);
+
+export type SchemaKind = 'key' | 'value';
+
+export interface SchemaVersion {
+  subject: string; // "<table>/<kind>"
+  table: string;
+  kind: SchemaKind;
+  version: number;
+  type: avro.Type;
+  canonical: string;
+  fingerprint: Buffer;
+}
+
+export interface Decoded<T = unknown> {
+  table: string;
+  kind: SchemaKind;
+  version: number;
+  value: T;
+}
+
+export interface SchemaRegistry {
+  latest(table: string, kind: SchemaKind): SchemaVersion;
+  versions(table: string, kind: SchemaKind): SchemaVersion[];
+  tables(): string[];
+  encode(table: string, kind: SchemaKind, value: unknown): Buffer;
+  /** Reads any published version, resolved into the newest version of the same subject. */
+  decode<T = unknown>(message: Buffer): Decoded<T>;
+}
+
+/** Backward and forward: each version reads the other's data. Throws naming the subject when not. */
+export function assertCompatible(older: SchemaVersion, newer: SchemaVersion): void {
+  for (const [reader, writer, direction] of [
+    [newer, older, 'backward'],
+    [older, newer, 'forward'],
+  ] as const) {
+    try {
+      reader.type.createResolver(writer.type);
+    } catch (e) {
+      throw new FleetSyncError(
+        'SCHEMA_INCOMPATIBLE',
+        `${newer.subject} v${newer.version} is not ${direction} compatible with v${older.version}: ${(e as Error).message}`,
+      );
+    }
+  }
+}
+
+export function loadSchemaRegistry(dir: string = SCHEMAS_DIR): SchemaRegistry {
+  const bySubject = new Map<string, SchemaVersion[]>();
+  const byFingerprint = new Map<string, { version: SchemaVersion; resolver: avro.Resolver | null }>();
+
+  for (const table of readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name)) {
+    for (const file of readdirSync(`${dir}/${table}`)) {
+      const m = /^(key|value)\.v(\d+)\.avsc$/.exec(file);
+      if (!m) continue;
+      const type = avro.Type.forSchema(JSON.parse(readFileSync(`${dir}/${table}/${file}`, 'utf8')));
+      const canonical = JSON.stringify(type.schema());
+      const kind = m[1] as SchemaKind;
+      const subject = `${table}/${kind}`;
+      const version: SchemaVersion = { subject, table, kind, version: Number(m[2]), type, canonical, fingerprint: fingerprintBytes(canonical) };
+      bySubject.set(subject, [...(bySubject.get(subject) ?? []), version]);
+    }
+  }
+  for (const versions of bySubject.values()) {
+    versions.sort((a, b) => a.version - b.version);
+    const newest = versions.at(-1)!;
+    for (const v of versions) {
+      byFingerprint.set(v.fingerprint.toString('hex'), { version: v, resolver: v === newest ? null : newest.type.createResolver(v.type) });
+    }
+  }
+
+  const versions = (table: string, kind: SchemaKind): SchemaVersion[] => {
+    const list = bySubject.get(`${table}/${kind}`);
+    if (!list) throw new Error(`no ${kind} schema for table ${table} in ${dir}`);
+    return list;
+  };
+  const latest = (table: string, kind: SchemaKind) => versions(table, kind).at(-1)!;
+  const headers = new Map<string, Buffer>();
+
+  return {
+    latest,
+    versions,
+    tables: () => [...new Set([...bySubject.values()].map((v) => v[0]!.table))].sort(),
+    encode(table, kind, value) {
+      const schema = latest(table, kind);
+      let header = headers.get(schema.subject);
+      if (!header) headers.set(schema.subject, (header = Buffer.concat([MAGIC, schema.fingerprint])));
+      return Buffer.concat([header, schema.type.toBuffer(value)]);
+    },
+    decode<T>(message: Buffer): Decoded<T> {
+      if (message.length < 10 || message[0] !== 0xc3 || message[1] !== 0x01) {
+        throw new Error('not an Avro single-object encoded message (no C3 01 marker)');
+      }
+      const fp = message.subarray(2, 10).toString('hex');
+      const found = byFingerprint.get(fp);
+      if (!found) throw new Error(`unknown schema fingerprint ${fp}: not in ${dir}`);
+      const body = message.subarray(10);
+      const newest = latest(found.version.table, found.version.kind);
+      const value = found.resolver ? newest.type.fromBuffer(body, found.resolver) : newest.type.fromBuffer(body);
+      return { table: found.version.table, kind: found.version.kind, version: found.version.version, value: value as T };
+    },
+  };
+}

@@ -1,0 +1,32 @@
+// The one place kafkajs is configured: broker list, client id, and its log lines routed into pino.
+import { Kafka, logLevel, type LogEntry } from 'kafkajs';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+
+const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
+  [logLevel.ERROR]: 'error',
+  [logLevel.WARN]: 'warn',
+  [logLevel.INFO]: 'info',
+  [logLevel.DEBUG]: 'debug',
+};
+
+export function createKafka(config: Pick<Config, 'KAFKA_BROKERS' | 'KAFKA_CLIENT_ID'>, log: Logger, clientSuffix = ''): Kafka {
+  const kafkaLog = log.child({ module: 'kafkajs' });
+  return new Kafka({
+    clientId: `${config.KAFKA_CLIENT_ID}${clientSuffix}`,
+    brokers: config.KAFKA_BROKERS,
+    connectionTimeout: 3_000,
+    requestTimeout: 30_000,
+    retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 5_000 },
+    // kafkajs logs retriable hiccups at ERROR; they are warnings to an operator while we retry.
+    logLevel: logLevel.WARN,
+    logCreator:
+      () =>
+      ({ level, log: entry }: LogEntry) => {
+        const { message, ...fields } = entry;
+        // The source re-sends a batch itself after the producer gives up, so this warning is noise to an operator.
+        if (message.startsWith('Limiting retries for the idempotent producer')) return kafkaLog.debug(fields, message);
+        kafkaLog[level === logLevel.ERROR ? 'warn' : (LEVELS[level] ?? 'info')](fields, message);
+      },
+  });
+}

@@ -1,0 +1,113 @@
+// Decodes pgoutput messages into change events and transaction checkpoints; pure apart from one warning log.
+import type { Pgoutput } from 'pg-logical-replication';
+import type { SchemaRegistry } from '../avro/registry.js';
+import type { Logger } from '../log.js';
+import { CAPTURED_TABLES, PRIMARY_KEYS, isCapturedTable, parseLsn, type CapturedTable, type ChangeEvent, type Row } from './events.js';
+import { createRowConverter, type RowConverter } from './rows.js';
+import type avro from 'avsc';
+
+/** What the stream hands the publisher: events, and LSNs that may be confirmed once every item before them is in Kafka. */
+export type StreamItem = { kind: 'event'; event: ChangeEvent } | { kind: 'checkpoint'; lsn: bigint };
+
+export const HEARTBEAT_PREFIX = 'fleet-sync.heartbeat';
+
+export function rowConverters(registry: SchemaRegistry, log: Logger): Record<CapturedTable, RowConverter> {
+  const out = {} as Record<CapturedTable, RowConverter>;
+  for (const table of CAPTURED_TABLES) {
+    const envelope = registry.latest(table, 'value').type as avro.types.RecordType;
+    const rowType = (envelope.field('after')!.type as avro.types.UnwrappedUnionType).types[1] as avro.types.RecordType;
+    out[table] = createRowConverter(table, rowType, log);
+  }
+  return out;
+}
+
+export function keyOf(table: CapturedTable, row: Row): Row {
+  const key: Row = {};
+  for (const k of PRIMARY_KEYS[table]) key[k] = row[k];
+  return key;
+}
+
+export interface Decoder {
+  /** The items a message yields, in order (usually zero or one). */
+  decode(message: Pgoutput.Message): StreamItem[];
+  /** True between a begin and its commit: a keepalive's LSN then must not be confirmed. */
+  inTransaction(): boolean;
+  reset(): void;
+}
+
+export function createDecoder(deps: { db: string; converters: Record<CapturedTable, RowConverter>; now?: () => number }): Decoder {
+  const now = deps.now ?? Date.now;
+  let tx: { xid: number; lsn: string; commitTsMs: number } | null = null;
+
+  const source = (table: CapturedTable) => ({
+    db: deps.db,
+    schema: 'public',
+    table,
+    lsn: tx?.lsn ?? '0/0',
+    tx_id: tx?.xid ?? null,
+    commit_ts_ms: tx?.commitTsMs ?? null,
+    snapshot: false,
+  });
+  const event = (table: CapturedTable, op: ChangeEvent['op'], before: Row | null, after: Row | null): StreamItem => ({
+    kind: 'event',
+    event: { table, op, key: keyOf(table, (after ?? before)!), before, after, ts_ms: now(), source: source(table) },
+  });
+
+  return {
+    inTransaction: () => tx !== null,
+    reset() {
+      tx = null;
+    },
+    decode(m) {
+      switch (m.tag) {
+        case 'begin':
+          // pgoutput's commit time is microseconds since the epoch, as a BigInt.
+          tx = { xid: m.xid, lsn: m.commitLsn ?? '0/0', commitTsMs: Number(BigInt(m.commitTime as bigint) / 1000n) };
+          return [];
+        case 'commit': {
+          tx = null;
+          return m.commitEndLsn ? [{ kind: 'checkpoint', lsn: parseLsn(m.commitEndLsn) }] : [];
+        }
+        case 'relation':
+          if (isCapturedTable(m.schema, m.name)) deps.converters[m.name].checkColumns(m.columns.map((c) => c.name));
+          return [];
+        case 'insert': {
+          const { schema, name } = m.relation;
+          if (!isCapturedTable(schema, name)) return [];
+          return [event(name, 'c', null, deps.converters[name].convert(m.new))];
+        }
+        case 'update': {
+          const { schema, name } = m.relation;
+          if (!isCapturedTable(schema, name)) return [];
+          const conv = deps.converters[name];
+          return [event(name, 'u', m.old ? conv.convert(m.old) : null, conv.convert(m.new))];
+        }
+        case 'delete': {
+          const { schema, name } = m.relation;
+          if (!isCapturedTable(schema, name)) return [];
+          const old = m.old ?? m.key;
+          if (!old) return [];
+          // With REPLICA IDENTITY FULL the old row is whole; with DEFAULT only the key is known.
+          const before = m.old ? deps.converters[name].convert(m.old) : null;
+          const item = event(name, 'd', before, null);
+          if (item.kind === 'event' && !before) item.event.key = keyOf(name, old);
+          return [item];
+        }
+        case 'truncate':
+          return m.relations
+            .filter((r) => isCapturedTable(r.schema, r.name))
+            .map((r) => {
+              const table = r.name as CapturedTable;
+              const key: Row = {};
+              for (const k of PRIMARY_KEYS[table]) key[k] = '';
+              return { kind: 'event', event: { table, op: 't', key, before: null, after: null, ts_ms: now(), source: source(table) } };
+            });
+        case 'message':
+          // Non-transactional heartbeat messages give an LSN to confirm while the captured tables are idle.
+          return !m.transactional && m.prefix === HEARTBEAT_PREFIX && m.messageLsn ? [{ kind: 'checkpoint', lsn: parseLsn(m.messageLsn) }] : [];
+        default:
+          return [];
+      }
+    },
+  };
+}

@@ -1,0 +1,33 @@
+// Publishing retried until Kafka takes it: the source never moves past an event Kafka has not acknowledged.
+import type { Logger } from '../log.js';
+import type { ChangeRecord, Publisher } from './publisher.js';
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** Resolves when Kafka has every record; rejects only when `giveUp` aborts (the records stay unacknowledged). */
+export async function publishUntilAcknowledged(publisher: Publisher, records: ChangeRecord[], log: Logger, giveUp: AbortSignal): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await publisher.publish(records);
+      if (attempt > 1) log.info({ attempt, records: records.length }, 'Kafka acknowledged after retrying');
+      return;
+    } catch (e) {
+      if (giveUp.aborted) throw e;
+      const delayMs = Math.min(200 * 2 ** Math.min(attempt - 1, 5), 5_000);
+      log.warn({ attempt, delayMs, records: records.length, err: (e as Error).message }, 'publishing to Kafka failed; retrying');
+      await sleep(delayMs, giveUp);
+      if (giveUp.aborted) throw e;
+    }
+  }
+}

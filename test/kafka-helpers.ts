@@ -1,0 +1,54 @@
+// Reads topics from the start into memory for assertions, decoding values with schemas/.
+import { Kafka, logLevel, type Consumer } from 'kafkajs';
+import { loadSchemaRegistry } from '../connector/avro/registry.js';
+import { uniqueName } from './helpers.js';
+
+export interface ReadMessage<T = Record<string, unknown>> {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: Record<string, unknown> | null;
+  /** null for a tombstone. */
+  value: T | null;
+  headers: Record<string, string>;
+}
+
+const registry = loadSchemaRegistry();
+
+export interface TopicReader<T = Record<string, unknown>> {
+  messages: ReadMessage<T>[];
+  stop(): Promise<void>;
+}
+
+/** A consumer of its own group that collects every message of `topics` from the beginning. */
+export async function readTopics<T = Record<string, unknown>>(brokers: string, topics: string[], options: { decode?: boolean } = {}): Promise<TopicReader<T>> {
+  const kafka = new Kafka({ clientId: 'test-reader', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  await admin.connect();
+  const existing = new Set(await admin.listTopics());
+  const missing = topics.filter((t) => !existing.has(t));
+  if (missing.length) await admin.createTopics({ topics: missing.map((topic) => ({ topic, numPartitions: 3 })), waitForLeaders: true });
+  await admin.disconnect();
+  const consumer: Consumer = kafka.consumer({ groupId: uniqueName('reader'), maxWaitTimeInMs: 100 });
+  await consumer.connect();
+  await consumer.subscribe({ topics, fromBeginning: true });
+  const messages: ReadMessage<T>[] = [];
+  const decode = options.decode !== false;
+  await consumer.run({
+    eachBatch: async ({ batch }) => {
+      for (const m of batch.messages) {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(m.headers ?? {})) headers[k] = String(v);
+        messages.push({
+          topic: batch.topic,
+          partition: batch.partition,
+          offset: m.offset,
+          key: m.key && decode ? (registry.decode(m.key).value as Record<string, unknown>) : null,
+          value: m.value === null ? null : decode ? (registry.decode(m.value).value as T) : (m.value as unknown as T),
+          headers,
+        });
+      }
+    },
+  });
+  return { messages, stop: () => consumer.disconnect() };
+}
