@@ -1,0 +1,42 @@
+// Bearer-token authentication and per-route scopes for /v1, tokens from config.API_TOKENS.
+// Presented tokens are hashed and compared with every configured hash in constant time, so timing reveals nothing.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyRequest } from 'fastify';
+import type { Scope } from '../connector/config.js';
+import { FleetSyncError } from '../connector/errors.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The scope a /v1 route needs; the auth hook reads it. */
+    scope?: Scope;
+  }
+  interface FastifyRequest {
+    /** sha256 of the caller's token (never the token itself): the rate limit's key. */
+    tokenId?: string;
+  }
+}
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest();
+
+export function createAuthHook(tokens: Map<string, Set<Scope>>) {
+  const known = [...tokens].map(([token, scopes]) => ({ hash: sha256(token), scopes }));
+
+  /** The scopes of the token in `Authorization: Bearer <token>`, or undefined when it is missing or unknown. */
+  function scopesOf(header: string | undefined): { scopes: Set<Scope>; id: string } | undefined {
+    const match = header === undefined ? null : /^Bearer +(\S+) *$/i.exec(header);
+    if (!match) return undefined;
+    const presented = sha256(match[1]!);
+    let found: Set<Scope> | undefined;
+    // No early exit: every configured token is compared whatever matches.
+    for (const k of known) if (timingSafeEqual(k.hash, presented) && !found) found = k.scopes;
+    return found && { scopes: found, id: presented.toString('hex') };
+  }
+
+  return async function authenticate(request: FastifyRequest): Promise<void> {
+    const caller = scopesOf(request.headers.authorization);
+    if (!caller) throw new FleetSyncError('UNAUTHORIZED', 'missing or unknown bearer token (Authorization: Bearer <token>)');
+    request.tokenId = caller.id;
+    const needed = request.routeOptions.config.scope;
+    if (needed && !caller.scopes.has(needed)) throw new FleetSyncError('FORBIDDEN', `this token lacks the scope ${needed}`);
+  };
+}

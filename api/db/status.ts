@@ -1,0 +1,47 @@
+// SQL of the status route: every park in call_center_parks with its grants, last applied event and last sweep.
+// The sink and the sweep write these tables (migrations/002); the api only reads them.
+import type pg from 'pg';
+import { SYNC_COLUMNS, type SyncRow } from './parks.js';
+
+export interface ParkStatusRow extends SyncRow {
+  users_granted: number;
+  last_event_at: Date | null;
+  last_event_lsn: string | null;
+  last_commit_ts: Date | null;
+  events_applied: string | null;
+  skipped_no_uid: string | null;
+  dead_lettered: string | null;
+  lag_seconds: number | null;
+  sweep: SweepRow | null;
+}
+
+export interface SweepRow {
+  id: number;
+  reason: string;
+  started_at: string;
+  finished_at: string | null;
+  checked: number;
+  in_sync: number;
+  corrected_profiles: number;
+  corrected_grants: number;
+  revoked: number;
+  skipped_no_uid: number;
+  failed: number;
+  error: string | null;
+}
+
+export async function parkStatuses(pool: pg.Pool): Promise<ParkStatusRow[]> {
+  const columns = SYNC_COLUMNS.split(', ').map((c) => `p.${c}`).join(', ');
+  const { rows } = await pool.query<ParkStatusRow>(
+    `SELECT ${columns},
+            (SELECT count(*)::int FROM call_center_grants g WHERE g.park_id = p.park_id AND cardinality(g.role_ids) > 0) AS users_granted,
+            s.last_event_at, s.last_event_lsn, s.last_commit_ts,
+            s.events_applied::text, s.skipped_no_uid::text, s.dead_lettered::text,
+            extract(epoch FROM s.last_event_at - s.last_commit_ts)::float8 AS lag_seconds,
+            (SELECT to_jsonb(r) - 'park_id' - 'project_id' FROM reconcile_runs r WHERE r.park_id = p.park_id ORDER BY r.id DESC LIMIT 1) AS sweep
+       FROM call_center_parks p
+       LEFT JOIN call_center_sync_progress s ON s.park_id = p.park_id
+      ORDER BY p.park_id`,
+  );
+  return rows;
+}

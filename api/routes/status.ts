@@ -1,0 +1,94 @@
+// GET /v1/sync/call_center/parks: every park with sync on or off, what was granted, the last event applied,
+// the last sweep and its drift, and the lag (scope users:read).
+import type { FastifyPluginAsync } from 'fastify';
+import type pg from 'pg';
+import { toSyncRecord } from '../db/parks.js';
+import { parkStatuses } from '../db/status.js';
+import { errorResponses, syncRecordSchema } from '../schemas.js';
+
+const count = { type: 'integer' } as const;
+const nullableTimestamp = { type: ['string', 'null'], format: 'date-time' } as const;
+
+const parkStatusSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: [...syncRecordSchema.required, 'users_granted', 'last_event', 'last_sweep', 'lag_seconds'],
+  properties: {
+    ...syncRecordSchema.properties,
+    users_granted: { ...count, description: 'users holding a role fleet-sync granted in the project for this park' },
+    last_event: {
+      type: ['object', 'null'],
+      additionalProperties: false,
+      required: ['at', 'lsn', 'commit_ts', 'events_applied', 'skipped_no_uid', 'dead_lettered'],
+      properties: {
+        at: nullableTimestamp,
+        lsn: { type: ['string', 'null'] },
+        commit_ts: nullableTimestamp,
+        events_applied: count,
+        skipped_no_uid: count,
+        dead_lettered: count,
+      },
+    },
+    last_sweep: {
+      type: ['object', 'null'],
+      additionalProperties: false,
+      required: ['id', 'reason', 'started_at', 'finished_at', 'checked', 'in_sync', 'drift', 'corrected_profiles', 'corrected_grants', 'revoked', 'skipped_no_uid', 'failed', 'error'],
+      properties: {
+        id: count,
+        reason: { type: 'string' },
+        started_at: { type: 'string', format: 'date-time' },
+        finished_at: nullableTimestamp,
+        checked: count,
+        in_sync: count,
+        drift: { ...count, description: 'differences the sweep repaired (profiles + grants + revocations): what the stream missed' },
+        corrected_profiles: count,
+        corrected_grants: count,
+        revoked: count,
+        skipped_no_uid: count,
+        failed: count,
+        error: { type: ['string', 'null'] },
+      },
+    },
+    lag_seconds: { type: ['number', 'null'], description: 'seconds from the last applied event’s commit to its application' },
+  },
+} as const;
+
+export const statusRoutes: FastifyPluginAsync<{ pool: pg.Pool }> = async (app, { pool }) => {
+  app.get(
+    '/v1/sync/call_center/parks',
+    {
+      config: { scope: 'users:read' },
+      schema: {
+        summary: 'Sync status of every park whose call-center sync was ever turned on',
+        tags: ['sync'],
+        security: [{ bearer: [] }],
+        response: {
+          200: { type: 'object', additionalProperties: false, required: ['parks'], properties: { parks: { type: 'array', items: parkStatusSchema } } },
+          ...errorResponses(401, 403, 429, 503),
+        },
+      },
+    },
+    async () => {
+      const rows = await parkStatuses(pool);
+      return {
+        parks: rows.map((row) => ({
+          ...toSyncRecord(row),
+          users_granted: row.users_granted,
+          last_event:
+            row.last_event_at === null && row.events_applied === null
+              ? null
+              : {
+                  at: row.last_event_at?.toISOString() ?? null,
+                  lsn: row.last_event_lsn,
+                  commit_ts: row.last_commit_ts?.toISOString() ?? null,
+                  events_applied: Number(row.events_applied ?? 0),
+                  skipped_no_uid: Number(row.skipped_no_uid ?? 0),
+                  dead_lettered: Number(row.dead_lettered ?? 0),
+                },
+          last_sweep: row.sweep && { ...row.sweep, drift: row.sweep.corrected_profiles + row.sweep.corrected_grants + row.sweep.revoked },
+          lag_seconds: row.lag_seconds,
+        })),
+      };
+    },
+  );
+};
