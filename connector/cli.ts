@@ -1,11 +1,17 @@
-// `fleet-sync <command>`: one main per command, each wiring its stage from the validated configuration.
-import { Command } from 'commander';
+// `fleet-sync <command>`: one main per command, each wiring its stages from the validated configuration.
+import { Command, InvalidArgumentError, Option } from 'commander';
 import pg from 'pg';
+import { startApi } from '../api/main.js';
+import { parkStatuses } from '../api/db/status.js';
 import { loadConfig, type Config } from './config.js';
 import { migrate } from './db/migrate.js';
 import { isFleetSyncError } from './errors.js';
 import { createLogger, type Logger } from './log.js';
-import { createMetrics } from './metrics.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { startSweepLoop } from './reconcile/schedule.js';
+import { replay, resolveTopic } from './replay.js';
+import { createSyncContext } from './sink/context.js';
+import { startSink } from './sink/sink.js';
 import { startSource } from './source/source.js';
 
 interface Stoppable {
@@ -13,14 +19,22 @@ interface Stoppable {
   stop(): Promise<void>;
 }
 
-function configOrExit(): { config: Config; log: Logger } {
+function setup(): { config: Config; log: Logger; metrics: Metrics } {
   try {
     const config = loadConfig();
-    return { config, log: createLogger(config.LOG_LEVEL) };
+    return { config, log: createLogger(config.LOG_LEVEL), metrics: createMetrics() };
   } catch (e) {
     process.stderr.write(`fleet-sync: ${(e as Error).message}\n`);
     process.exit(2);
   }
+}
+
+function fatal(log: Logger, e: unknown): never {
+  const message = e instanceof Error ? e.message : String(e);
+  log.fatal({ err: e, code: isFleetSyncError(e) ? e.code : undefined }, message);
+  log.flush();
+  process.stderr.write(`fleet-sync: ${message}\n`);
+  process.exit(1);
 }
 
 /** Runs long-lived stages until SIGTERM/SIGINT, then stops them (flushing and acknowledging) and exits 0. */
@@ -34,23 +48,32 @@ async function runUntilSignalled(log: Logger, stages: Stoppable[]): Promise<neve
   };
   process.once('SIGTERM', () => void stopAll('SIGTERM'));
   process.once('SIGINT', () => void stopAll('SIGINT'));
-  const results = await Promise.allSettled(stages.map((s) => s.done));
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  // The first stage to fail stops the others: a half-running pipeline would look healthy and do nothing.
+  const failed = await Promise.race([
+    Promise.allSettled(stages.map((s) => s.done)).then(() => null),
+    ...stages.map((s) => s.done.then(() => new Promise<never>(() => {}), (e: unknown) => ({ error: e }))),
+  ]);
   if (failed) {
     await stopAll('failure');
-    fatal(log, failed.reason);
+    fatal(log, failed.error);
   }
   log.info('stopped');
   log.flush();
   process.exit(0);
 }
 
-function fatal(log: Logger, e: unknown): never {
-  const message = e instanceof Error ? e.message : String(e);
-  log.fatal({ err: e, code: isFleetSyncError(e) ? e.code : undefined }, message);
-  log.flush();
-  process.stderr.write(`fleet-sync: ${message}\n`);
-  process.exit(1);
+async function apiStage(config: Config, log: Logger, metrics: Metrics): Promise<Stoppable> {
+  const api = await startApi(config, log, metrics);
+  let stopped!: () => void;
+  const done = new Promise<void>((r) => (stopped = r));
+  log.info({ url: api.url }, 'api listening');
+  return {
+    done,
+    async stop() {
+      await api.close();
+      stopped();
+    },
+  };
 }
 
 const program = new Command('fleet-sync')
@@ -61,7 +84,7 @@ program
   .command('migrate')
   .description('apply the SQL migrations in migrations/ (applying twice is a no-op)')
   .action(async () => {
-    const { config, log } = configOrExit();
+    const { config, log } = setup();
     const client = new pg.Client({ connectionString: config.DATABASE_URL });
     try {
       await client.connect();
@@ -78,9 +101,121 @@ program
   .command('source')
   .description('stream PostgreSQL changes (pgoutput) to Kafka as Avro change events; a second process stands by')
   .action(async () => {
-    const { config, log } = configOrExit();
-    const source = startSource({ config, log, metrics: createMetrics() });
-    await runUntilSignalled(log, [source]);
+    const { config, log, metrics } = setup();
+    await runUntilSignalled(log, [startSource({ config, log, metrics })]);
+  });
+
+program
+  .command('sink')
+  .description('apply the change events to the call center (and sweep every RECONCILE_INTERVAL_S)')
+  .action(async () => {
+    const { config, log, metrics } = setup();
+    const sink = startSink({ config, log, metrics });
+    const sweeps = startSweepLoop({ reconciler: sink.reconciler, intervalS: config.RECONCILE_INTERVAL_S, log });
+    await runUntilSignalled(log, [sink, sweeps]);
+  });
+
+program
+  .command('reconcile')
+  .description('compare the call center with the database for every syncing park and repair the differences')
+  .option('--park <id>', 'only this park')
+  .option('--once', 'one sweep, then exit (default: every RECONCILE_INTERVAL_S)')
+  .action(async (opts: { park?: string; once?: boolean }) => {
+    const { config, log, metrics } = setup();
+    const context = createSyncContext({ config, log, metrics });
+    try {
+      await context.loadParks();
+      if (opts.park && !context.parks.get(opts.park)) throw new Error(`park ${opts.park} has no call_center_parks row: turn it on first`);
+      const sweepOnce = async () => {
+        if (opts.park) return new Map([[opts.park, await context.reconciler.reconcilePark(opts.park, 'manual')]]);
+        return context.reconciler.sweepAll('manual');
+      };
+      if (opts.once) {
+        const results = await sweepOnce();
+        process.stdout.write(`${JSON.stringify(Object.fromEntries(results), null, 2)}\n`);
+        await context.close();
+        log.flush();
+        return;
+      }
+      const loop = startSweepLoop({ reconciler: opts.park ? { ...context.reconciler, sweepAll: sweepOnce } : context.reconciler, intervalS: config.RECONCILE_INTERVAL_S, log, immediately: true });
+      await runUntilSignalled(log, [{ done: loop.done, stop: async () => (await loop.stop(), await context.close()) }]);
+    } catch (e) {
+      fatal(log, e);
+    }
+  });
+
+program
+  .command('api')
+  .description('serve the HTTP api (park toggles, users list, status, health, metrics, OpenAPI at /docs)')
+  .action(async () => {
+    const { config, log, metrics } = setup();
+    try {
+      await runUntilSignalled(log, [await apiStage(config, log, metrics)]);
+    } catch (e) {
+      fatal(log, e);
+    }
+  });
+
+program
+  .command('all')
+  .description('source, sink, sweep and api in one process')
+  .action(async () => {
+    const { config, log, metrics } = setup();
+    try {
+      const source = startSource({ config, log, metrics });
+      const sink = startSink({ config, log, metrics });
+      const sweeps = startSweepLoop({ reconciler: sink.reconciler, intervalS: config.RECONCILE_INTERVAL_S, log });
+      await runUntilSignalled(log, [source, sink, sweeps, await apiStage(config, log, metrics)]);
+    } catch (e) {
+      fatal(log, e);
+    }
+  });
+
+const offset = (v: string) => {
+  if (!/^\d+$/.test(v)) throw new InvalidArgumentError('expected a whole number');
+  return BigInt(v);
+};
+const isoTime = (v: string) => {
+  const ms = Date.parse(v);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(v) || Number.isNaN(ms)) throw new InvalidArgumentError('expected an ISO date-time, e.g. 2026-11-22T04:00:00Z');
+  return ms;
+};
+
+program
+  .command('replay')
+  .description('read a topic from a position to its current end: print the events, or re-apply them to the call center')
+  .requiredOption('--topic <topic>', 'topic name, or a captured table (users, roles, call_center_parks)')
+  .addOption(new Option('--from-beginning', 'from the oldest retained event (default)').conflicts(['fromOffset', 'fromTime']))
+  .addOption(new Option('--from-offset <n>', 'from this offset in every partition').argParser(offset).conflicts(['fromTime']))
+  .addOption(new Option('--from-time <iso>', 'from the first event at or after this time').argParser(isoTime))
+  .addOption(new Option('--to <target>', 'where the events go').choices(['stdout', 'callcenter']).default('stdout'))
+  .option('--park <id>', 'only events of this park')
+  .action(async (opts: { topic: string; fromOffset?: bigint; fromTime?: number; to: 'stdout' | 'callcenter'; park?: string }) => {
+    const { config, log, metrics } = setup();
+    try {
+      const from =
+        opts.fromOffset !== undefined ? { kind: 'offset' as const, offset: opts.fromOffset } : opts.fromTime !== undefined ? { kind: 'time' as const, ms: opts.fromTime } : { kind: 'beginning' as const };
+      await replay({ config, log, metrics }, { topic: resolveTopic(config, opts.topic), from, to: opts.to, ...(opts.park ? { park: opts.park } : {}) });
+      log.flush();
+      process.exit(0);
+    } catch (e) {
+      fatal(log, e);
+    }
+  });
+
+program
+  .command('status')
+  .description('print every park with sync on or off: project, mapping, users granted, last event, last sweep, lag')
+  .action(async () => {
+    const { config, log } = setup();
+    const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 1 });
+    try {
+      const rows = await parkStatuses(pool);
+      process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+      await pool.end();
+    } catch (e) {
+      fatal(log, e);
+    }
   });
 
 await program.parseAsync(process.argv);

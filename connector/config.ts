@@ -59,6 +59,7 @@ const envSchema = z.object({
   CALL_CENTER_RETRY_MAX_MS: positiveInt.default(30_000),
   SINK_GROUP_ID: z.string().min(1).default('fleet-sync-sink'),
   SINK_MAX_IN_FLIGHT_USERS: positiveInt.default(64),
+  SINK_SESSION_TIMEOUT_MS: z.coerce.number().int().min(6_000).default(30_000),
   API_HOST: z.string().min(1).default('0.0.0.0'),
   API_PORT: port.default(8080),
   API_TOKENS: z

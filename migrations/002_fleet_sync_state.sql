@@ -5,12 +5,14 @@ CREATE TABLE IF NOT EXISTS fleet_sync_source_state (
   snapshot_done_at timestamptz
 );
 
--- Every role grant fleet-sync made, so a revocation removes only what fleet-sync gave.
+-- Every role grant fleet-sync made, so a revocation removes only what fleet-sync gave. A grant is written
+-- (pending) before the call that makes it, so a crash between the two can never leave an unrecorded grant.
 CREATE TABLE IF NOT EXISTS call_center_grants (
   project_id text NOT NULL,
   uid        text NOT NULL,
   park_id    text NOT NULL,
   role_ids   text[] NOT NULL,
+  pending    boolean NOT NULL DEFAULT true,
   granted_at timestamptz NOT NULL DEFAULT now(),
   updated_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (project_id, uid)

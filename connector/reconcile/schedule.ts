@@ -1,0 +1,34 @@
+// Runs the sweep of every syncing park on an interval inside a long-running process.
+import type { Logger } from '../log.js';
+import { sleep } from '../source/retry.js';
+import type { Reconciler } from './sweep.js';
+
+export interface SweepLoop {
+  done: Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function startSweepLoop(deps: { reconciler: Reconciler; intervalS: number; log: Logger; immediately?: boolean }): SweepLoop {
+  const log = deps.log.child({ module: 'reconcile' });
+  const stopping = new AbortController();
+  const done = (async () => {
+    if (!deps.immediately) await sleep(deps.intervalS * 1000, stopping.signal);
+    while (!stopping.signal.aborted) {
+      const started = Date.now();
+      try {
+        const results = await deps.reconciler.sweepAll('interval', { signal: stopping.signal });
+        log.info({ parks: results.size, durationMs: Date.now() - started }, 'sweep done');
+      } catch (e) {
+        if (!stopping.signal.aborted) log.error({ err: (e as Error).message }, 'sweep failed');
+      }
+      await sleep(deps.intervalS * 1000, stopping.signal);
+    }
+  })();
+  return {
+    done,
+    async stop() {
+      stopping.abort();
+      await done;
+    },
+  };
+}

@@ -1,0 +1,172 @@
+// The reconciliation sweep: per park, what the call center has against what the database says, repairing only
+// the differences. It is also a park's backfill when the park is turned on. Each correction means the stream
+// missed something, so it is logged as a warning and counted.
+import type pg from 'pg';
+import type { CallCenterClient } from '../callcenter/client.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { Applier, UidOutcome } from '../sink/applier.js';
+import { grantKey } from '../sink/desired.js';
+import { refreshPark, type ParkDirectory } from '../sink/parks.js';
+import { grantedUids, usersOfPark } from '../sink/store.js';
+
+export interface SweepCounts {
+  checked: number;
+  in_sync: number;
+  corrected_profiles: number;
+  corrected_grants: number;
+  revoked: number;
+  skipped_no_uid: number;
+  failed: number;
+}
+
+export interface ReconcilerDeps {
+  pool: pg.Pool;
+  client: CallCenterClient;
+  applier: Applier;
+  parks: ParkDirectory;
+  log: Logger;
+  metrics: Metrics;
+  pageSize: number;
+}
+
+export interface Reconciler {
+  reconcilePark(parkId: string, reason: string, options?: { signal?: AbortSignal; onProgress?: () => void }): Promise<SweepCounts>;
+  /** Every park that syncs, plus parks turned off with revoke that still have grants. */
+  sweepAll(reason: string, options?: { signal?: AbortSignal }): Promise<Map<string, SweepCounts>>;
+}
+
+const zero = (): SweepCounts => ({ checked: 0, in_sync: 0, corrected_profiles: 0, corrected_grants: 0, revoked: 0, skipped_no_uid: 0, failed: 0 });
+
+function tally(counts: SweepCounts, outcomes: Map<string, UidOutcome>): void {
+  for (const o of outcomes.values()) {
+    counts.corrected_grants += o.granted;
+    counts.revoked += o.revoked;
+    counts.corrected_profiles += o.profiles;
+    if (o.error) counts.failed++;
+  }
+}
+
+export function createReconciler(deps: ReconcilerDeps): Reconciler {
+  const { pool, client, applier, parks, metrics } = deps;
+  const log = deps.log.child({ module: 'reconcile' });
+
+  const reconcilePark: Reconciler['reconcilePark'] = async (parkId, reason, options = {}) => {
+    const park = await refreshPark(pool, parks, parkId);
+    const counts = zero();
+    const projectId = park?.project_id ?? '';
+    const { rows } = await pool.query<{ id: string }>(
+      'INSERT INTO reconcile_runs (park_id, project_id, reason) VALUES ($1, $2, $3) RETURNING id',
+      [parkId, projectId, reason],
+    );
+    const runId = rows[0]!.id;
+    const started = Date.now();
+    const plog = log.child({ park_id: parkId, project_id: projectId, reason, run: runId });
+    try {
+      if (!park) throw new Error(`park ${parkId} has no call_center_parks row`);
+      // Grants this park gave in another project (its mapping moved) or, when off with revoke, in its own.
+      const stale = await grantedUids(pool, { parkId });
+      if (!park.enabled) {
+        if (park.revoke_on_disable) tally(counts, await applier.syncUids(stale, { signal: options.signal }));
+      } else {
+        await sweepEnabled(park.project_id, parkId, counts, plog, options);
+        tally(counts, await applier.syncUids(stale, { signal: options.signal }));
+      }
+      const corrections = counts.corrected_grants + counts.corrected_profiles + counts.revoked;
+      if (corrections > 0) {
+        metrics.sweepCorrections.inc({ kind: 'grant' }, counts.corrected_grants);
+        metrics.sweepCorrections.inc({ kind: 'profile' }, counts.corrected_profiles);
+        metrics.sweepCorrections.inc({ kind: 'revoke' }, counts.revoked);
+      }
+      const level = corrections > 0 && reason !== 'park_on' ? 'warn' : 'info';
+      plog[level]({ ...counts, durationMs: Date.now() - started }, corrections > 0 ? 'sweep corrected drift' : 'sweep found everything in sync');
+      await recordRun(runId, counts, null);
+      return counts;
+    } catch (e) {
+      await recordRun(runId, counts, (e as Error).message).catch(() => {});
+      throw e;
+    }
+  };
+
+  async function recordRun(runId: string, c: SweepCounts, error: string | null) {
+    await pool.query(
+      `UPDATE reconcile_runs SET finished_at = now(), checked = $2, in_sync = $3, corrected_profiles = $4, corrected_grants = $5,
+       revoked = $6, skipped_no_uid = $7, failed = $8, error = $9 WHERE id = $1`,
+      [runId, c.checked, c.in_sync, c.corrected_profiles, c.corrected_grants, c.revoked, c.skipped_no_uid, c.failed, error],
+    );
+  }
+
+  async function sweepEnabled(projectId: string, parkId: string, counts: SweepCounts, plog: Logger, options: { signal?: AbortSignal; onProgress?: () => void }) {
+    // What the call center has in the project, by grantKey.
+    const actual = new Map<string, string[]>();
+    let cursor: string | undefined;
+    do {
+      const page = await client.listProjectUsers(projectId, cursor === undefined ? { limit: 1000 } : { limit: 1000, cursor }, { signal: options.signal });
+      for (const u of page.users) actual.set(grantKey(projectId, u.uid), u.role_ids);
+      cursor = page.nextCursor;
+      options.onProgress?.();
+    } while (cursor);
+
+    const { rows } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM users WHERE park_id = $1', [parkId]);
+    const total = Number(rows[0]!.n);
+    let afterId: string | null = null;
+    let lastReport = Date.now();
+    const seen = new Set<string>();
+    for (;;) {
+      const page = await usersOfPark(pool, parkId, afterId, deps.pageSize);
+      if (page.length === 0) break;
+      afterId = page.at(-1)!.id;
+      const uids = [...new Set(page.filter((u) => u.yandex_uid).map((u) => u.yandex_uid!))];
+      counts.skipped_no_uid += page.length - page.filter((u) => u.yandex_uid).length;
+      counts.checked += page.length;
+      const { desired } = await applier.desiredFor(uids);
+      const drifted: string[] = [];
+      for (const uid of uids) {
+        seen.add(uid);
+        const key = grantKey(projectId, uid);
+        const want = desired.get(key) ?? [];
+        const has = actual.get(key) ?? [];
+        if (want.length === has.length && want.every((r) => has.includes(r))) counts.in_sync++;
+        else drifted.push(uid);
+      }
+      // Re-read and re-check under the uid lock before writing: the stream may have moved on since the listing.
+      if (drifted.length > 0) tally(counts, await applier.syncUids(drifted, { actual: pick(actual, projectId, drifted), signal: options.signal }));
+      options.onProgress?.();
+      if (Date.now() - lastReport > 2_000) {
+        lastReport = Date.now();
+        plog.info({ done: counts.checked, total, percent: Math.round((100 * counts.checked) / Math.max(total, 1)) }, 'sweep progress');
+      }
+    }
+    // Holders in the project who are not (or no longer) this park's users: only those fleet-sync granted are ours.
+    const others = [...actual.keys()].map((k) => k.slice(projectId.length + 1)).filter((uid) => !seen.has(uid));
+    if (others.length > 0) {
+      tally(counts, await applier.syncUids(others, { actual: pick(actual, projectId, others), signal: options.signal }));
+    }
+  }
+
+  return {
+    reconcilePark,
+    async sweepAll(reason, options = {}) {
+      const { rows } = await pool.query<{ park_id: string }>(
+        `SELECT park_id FROM call_center_parks WHERE enabled
+         UNION SELECT DISTINCT g.park_id FROM call_center_grants g JOIN call_center_parks p USING (park_id) WHERE NOT p.enabled AND p.revoke_on_disable`,
+      );
+      const results = new Map<string, SweepCounts>();
+      for (const { park_id } of rows) {
+        if (options.signal?.aborted) break;
+        try {
+          results.set(park_id, await reconcilePark(park_id, reason, options));
+        } catch (e) {
+          log.error({ park_id, err: (e as Error).message }, 'sweep of a park failed');
+        }
+      }
+      return results;
+    },
+  };
+}
+
+function pick(actual: Map<string, string[]>, projectId: string, uids: string[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const uid of uids) out.set(grantKey(projectId, uid), actual.get(grantKey(projectId, uid)) ?? []);
+  return out;
+}

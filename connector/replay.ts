@@ -1,0 +1,119 @@
+// `fleet-sync replay`: reads a topic from a chosen position up to where it ended when the replay started, and
+// prints the decoded events (JSON lines on stdout) or re-applies them to the call center.
+import { randomBytes } from 'node:crypto';
+import { loadSchemaRegistry } from './avro/registry.js';
+import type { Config } from './config.js';
+import { FleetSyncError } from './errors.js';
+import { createKafka } from './kafka/client.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+import { createSyncContext } from './sink/context.js';
+import { CAPTURED_TABLES, topicFor } from './source/events.js';
+
+export interface ReplayOptions {
+  topic: string;
+  from: { kind: 'beginning' } | { kind: 'offset'; offset: bigint } | { kind: 'time'; ms: number };
+  to: 'stdout' | 'callcenter';
+  park?: string;
+  out?: NodeJS.WritableStream;
+}
+
+interface Envelope {
+  before: Record<string, unknown> | null;
+  after: Record<string, unknown> | null;
+  op: string;
+}
+
+export function resolveTopic(config: Config, name: string): string {
+  return (CAPTURED_TABLES as readonly string[]).includes(name) ? topicFor(config.TOPIC_PREFIX, name) : name;
+}
+
+/** Returns how many events it read (after the park filter). */
+export async function replay(deps: { config: Config; log: Logger; metrics: Metrics }, options: ReplayOptions): Promise<number> {
+  const { config } = deps;
+  const log = deps.log.child({ module: 'replay', topic: options.topic });
+  const registry = loadSchemaRegistry();
+  const kafka = createKafka(config, deps.log, '-replay');
+  const admin = kafka.admin();
+  await admin.connect();
+  let starts: Map<number, bigint>;
+  let ends: Map<number, bigint>;
+  try {
+    if (!(await admin.listTopics()).includes(options.topic)) throw new FleetSyncError('BAD_REQUEST', `topic ${options.topic} does not exist`);
+    const offsets = await admin.fetchTopicOffsets(options.topic);
+    ends = new Map(offsets.map((o) => [o.partition, BigInt(o.high)]));
+    const lows = new Map(offsets.map((o) => [o.partition, BigInt(o.low)]));
+    if (options.from.kind === 'time') {
+      const byTime = await admin.fetchTopicOffsetsByTimestamp(options.topic, options.from.ms);
+      starts = new Map(byTime.map((o) => [o.partition, BigInt(o.offset)]));
+    } else {
+      const from = options.from;
+      starts = new Map([...lows].map(([p, low]) => [p, from.kind === 'offset' && from.offset > low ? from.offset : low]));
+    }
+  } finally {
+    await admin.disconnect();
+  }
+  const total = [...ends].reduce((n, [p, end]) => n + Number(end > (starts.get(p) ?? 0n) ? end - (starts.get(p) ?? 0n) : 0n), 0);
+  const pending = new Set([...ends].filter(([p, end]) => end > (starts.get(p) ?? 0n)).map(([p]) => p));
+  log.info({ total, to: options.to, park: options.park }, 'replay started');
+  if (pending.size === 0) return 0;
+
+  const context = options.to === 'callcenter' ? createSyncContext(deps) : null;
+  await context?.loadParks();
+  const out = options.out ?? process.stdout;
+  const consumer = kafka.consumer({ groupId: `${config.SINK_GROUP_ID}.replay.${randomBytes(6).toString('hex')}`, maxWaitTimeInMs: 100 });
+  let read = 0;
+  let kept = 0;
+  let lastReport = Date.now();
+  let finish!: () => void;
+  let fail!: (e: unknown) => void;
+  const finished = new Promise<void>((resolve, reject) => ((finish = resolve), (fail = reject)));
+  const parksTopic = topicFor(config.TOPIC_PREFIX, 'call_center_parks');
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topic: options.topic, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatch: async ({ batch }) => {
+        try {
+          const end = ends.get(batch.partition) ?? 0n;
+          const uids = new Set<string>();
+          const parkIds = new Set<string>();
+          for (const m of batch.messages) {
+            if (BigInt(m.offset) >= end) break;
+            read++;
+            const value = m.value ? registry.decode<Envelope>(m.value).value : null;
+            const row = value ? (value.after ?? value.before) : null;
+            if (options.park && row?.park_id !== options.park && value?.before?.park_id !== options.park) continue;
+            kept++;
+            if (options.to === 'stdout') {
+              const key = m.key ? registry.decode(m.key).value : null;
+              out.write(`${JSON.stringify({ topic: batch.topic, partition: batch.partition, offset: m.offset, key, value })}\n`);
+            } else if (value) {
+              for (const r of [value.before, value.after]) if (r?.yandex_uid) uids.add(String(r.yandex_uid));
+              if (batch.topic === parksTopic && row) parkIds.add(String(row.park_id));
+            }
+          }
+          if (context && uids.size > 0) await context.applier.syncUids(uids);
+          if (context) for (const parkId of parkIds) await context.reconciler.reconcilePark(parkId, 'replay');
+          const last = batch.messages.at(-1);
+          if (!last || BigInt(last.offset) + 1n >= end) pending.delete(batch.partition);
+          if (Date.now() - lastReport > 2_000) {
+            lastReport = Date.now();
+            log.info({ read, total, percent: Math.round((100 * read) / Math.max(total, 1)) }, 'replay progress');
+          }
+          if (pending.size === 0) finish();
+        } catch (e) {
+          fail(e);
+        }
+      },
+    });
+    for (const [partition, offset] of starts) consumer.seek({ topic: options.topic, partition, offset: offset.toString() });
+    await finished;
+  } finally {
+    await consumer.disconnect();
+    await context?.close();
+  }
+  log.info({ read, kept }, 'replay done');
+  return kept;
+}

@@ -1,0 +1,85 @@
+// What a user should hold in the call center: pure functions of the user rows and the parks' sync settings
+// (SPEC §5 role rules), tested exhaustively as a table.
+
+export interface ParkSync {
+  park_id: string;
+  project_id: string;
+  /** dispatcher role id → call-center role id */
+  role_map: Record<string, string>;
+  yandex_team_role_id: string | null;
+  enabled: boolean;
+  revoke_on_disable: boolean;
+  /** epoch ms; the newer of two versions of a park wins */
+  updated_at: number;
+}
+
+export interface UserRow {
+  id: string;
+  park_id: string;
+  yandex_uid: string | null;
+  login: string;
+  name: string;
+  phone: string | null;
+  email: string | null;
+  role_id: string | null;
+  is_enabled: boolean;
+  is_yandex_team: boolean;
+}
+
+/** The roles one user row earns in its park's project; [] when it earns none. The caller skips rows without a uid. */
+export function rolesInPark(user: UserRow, park: ParkSync): string[] {
+  if (!park.enabled || user.park_id !== park.park_id || !user.yandex_uid || !user.is_enabled) return [];
+  if (user.is_yandex_team) return park.yandex_team_role_id ? [park.yandex_team_role_id] : [];
+  if (user.role_id === null) return [];
+  const mapped = park.role_map[user.role_id];
+  return mapped ? [mapped] : [];
+}
+
+export const grantKey = (projectId: string, uid: string) => `${projectId}\u0000${uid}`;
+export const splitGrantKey = (key: string) => {
+  const i = key.indexOf('\u0000');
+  return { projectId: key.slice(0, i), uid: key.slice(i + 1) };
+};
+
+/**
+ * The role set of each (project, uid) the rows reach through enabled parks: the union over every row of the uid
+ * in a park mapped to that project (one call-center user, a grant per project). Keys with [] are included, so a
+ * caller can tell "earns nothing" from "not ours".
+ */
+export function desiredGrants(rows: readonly UserRow[], parks: (parkId: string) => ParkSync | undefined): Map<string, string[]> {
+  const out = new Map<string, Set<string>>();
+  for (const row of rows) {
+    if (!row.yandex_uid) continue;
+    const park = parks(row.park_id);
+    if (!park?.enabled) continue;
+    const key = grantKey(park.project_id, row.yandex_uid);
+    let set = out.get(key);
+    if (!set) out.set(key, (set = new Set()));
+    for (const r of rolesInPark(row, park)) set.add(r);
+  }
+  return new Map([...out].map(([k, v]) => [k, [...v].sort()]));
+}
+
+export function sameRoles(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
+  const x = [...(a ?? [])].sort();
+  const y = [...(b ?? [])].sort();
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}
+
+export interface Profile {
+  login: string;
+  name: string;
+  phone: string | null;
+  email: string | null;
+}
+
+export function profileOf(row: UserRow): Profile {
+  return { login: row.login, name: row.name, phone: row.phone, email: row.email };
+}
+
+/** True when a change touches what the call center keeps of the user (not only roles). */
+export function profileChanged(before: UserRow | null, after: UserRow | null): boolean {
+  if (!after) return false;
+  if (!before) return true;
+  return before.login !== after.login || before.name !== after.name || before.phone !== after.phone || before.email !== after.email || before.yandex_uid !== after.yandex_uid;
+}

@@ -1,0 +1,124 @@
+// A whole pipeline for a test file: its own database, slot and topic prefix, the source, the call-center
+// simulator and the sink; plus the oracle of what the call center should hold, written apart from the sink.
+import type pg from 'pg';
+import type { Config } from '../connector/config.js';
+import { createMetrics, type Metrics } from '../connector/metrics.js';
+import { startSink, type SinkHandle } from '../connector/sink/sink.js';
+import { startSource, type SourceHandle } from '../connector/source/source.js';
+import { createSimulator, type Simulator } from './simulator/simulator.js';
+import { createTestDatabase, testConfig, testLogger, waitFor, type TestDatabase } from './helpers.js';
+
+export const CC_TOKEN = 'test-call-center-token';
+
+export interface Pipeline {
+  db: TestDatabase;
+  config: Config;
+  sim: Simulator;
+  source: SourceHandle;
+  sink: SinkHandle | null;
+  metrics: Metrics;
+  startSink(): SinkHandle;
+  stop(): Promise<void>;
+}
+
+export async function startPipeline(options: { sink?: boolean; overrides?: Record<string, string> } = {}): Promise<Pipeline> {
+  const db = await createTestDatabase();
+  const sim = createSimulator({ token: CC_TOKEN });
+  const url = await sim.start();
+  const config = testConfig(db, {
+    CALL_CENTER_URL: url,
+    CALL_CENTER_TOKEN: CC_TOKEN,
+    CALL_CENTER_RETRY_BASE_MS: '20',
+    CALL_CENTER_RETRY_MAX_MS: '500',
+    SINK_GROUP_ID: `sink-${db.name}`,
+    ...options.overrides,
+  });
+  const metrics = createMetrics({ defaultMetrics: false });
+  const source = startSource({ config, log: testLogger(), metrics });
+  const pipeline: Pipeline = {
+    db,
+    config,
+    sim,
+    source,
+    sink: null,
+    metrics,
+    startSink() {
+      const sink = startSink({ config, log: testLogger(), metrics });
+      sink.done.catch((e: Error) => console.error(`sink failed: ${e.stack ?? e.message}`));
+      pipeline.sink = sink;
+      return sink;
+    },
+    async stop() {
+      await pipeline.sink?.stop();
+      await source.stop();
+      await sim.stop();
+      await db.drop();
+    },
+  };
+  if (options.sink !== false) pipeline.startSink();
+  return pipeline;
+}
+
+interface ParkRow {
+  park_id: string;
+  project_id: string;
+  role_map: Record<string, string>;
+  yandex_team_role_id: string | null;
+  enabled: boolean;
+}
+
+/** project → uid → sorted roles, straight from SPEC §5's rules over the tables (only uids holding something). */
+export async function expectedGrants(pool: pg.Pool): Promise<Record<string, Record<string, string[]>>> {
+  const parks = (await pool.query<ParkRow>('SELECT park_id, project_id, role_map, yandex_team_role_id, enabled FROM call_center_parks WHERE enabled')).rows;
+  const out: Record<string, Record<string, string[]>> = {};
+  for (const park of parks) {
+    const { rows } = await pool.query('SELECT yandex_uid, role_id, is_enabled, is_yandex_team FROM users WHERE park_id = $1 AND yandex_uid IS NOT NULL', [park.park_id]);
+    for (const u of rows) {
+      let role: string | null | undefined = null;
+      if (u.is_enabled) role = u.is_yandex_team ? park.yandex_team_role_id : u.role_id ? park.role_map[u.role_id] : null;
+      if (!role) continue;
+      const project = (out[park.project_id] ??= {});
+      project[u.yandex_uid] = [...new Set([...(project[u.yandex_uid] ?? []), role])].sort();
+    }
+  }
+  return out;
+}
+
+/** The simulator's grants without projects left empty. */
+export function heldGrants(sim: Simulator): Record<string, Record<string, string[]>> {
+  const out: Record<string, Record<string, string[]>> = {};
+  for (const [project, users] of Object.entries(sim.state().projects)) if (Object.keys(users).length > 0) out[project] = users;
+  return out;
+}
+
+/** Grants as sorted text, so two states compare equal whatever order they were built in. */
+export function canonical(grants: Record<string, Record<string, string[]>>): string {
+  return JSON.stringify(
+    Object.keys(grants)
+      .sort()
+      .map((project) => [project, Object.keys(grants[project]!).sort().map((uid) => [uid, [...grants[project]![uid]!].sort()])]),
+  );
+}
+
+/** Lists what differs, for a failure message. */
+export function grantDiff(held: Record<string, Record<string, string[]>>, expected: Record<string, Record<string, string[]>>): string[] {
+  const out: string[] = [];
+  for (const project of new Set([...Object.keys(held), ...Object.keys(expected)])) {
+    for (const uid of new Set([...Object.keys(held[project] ?? {}), ...Object.keys(expected[project] ?? {})])) {
+      const h = JSON.stringify([...(held[project]?.[uid] ?? [])].sort());
+      const e = JSON.stringify([...(expected[project]?.[uid] ?? [])].sort());
+      if (h !== e) out.push(`${project}/${uid}: holds ${h}, should hold ${e}`);
+    }
+  }
+  return out;
+}
+
+/** Waits until the call center holds exactly what the database says; fails listing the differences. */
+export async function waitForConvergence(p: Pick<Pipeline, 'sim' | 'db'>, what: string, timeoutMs = 15_000): Promise<void> {
+  try {
+    await waitFor(async () => canonical(heldGrants(p.sim)) === canonical(await expectedGrants(p.db.pool)), { what, timeoutMs });
+  } catch (e) {
+    const diff = grantDiff(heldGrants(p.sim), await expectedGrants(p.db.pool));
+    throw new Error(`${(e as Error).message}; differences: ${diff.slice(0, 20).join('; ')}${diff.length > 20 ? ` (+${diff.length - 20} more)` : ''}`);
+  }
+}
