@@ -65,6 +65,8 @@ export interface SimulatorOptions {
   /** Seeds the fault PRNG so a run is repeatable (default 1). */
   seed?: number;
   log?: Logger;
+  /** Called after a role set was stored (benchmarks time commit → applied with it). */
+  onRolesSet?: (projectId: string, uid: string, roleIds: string[]) => void;
 }
 
 const NO_FAULTS: Faults = { errorRate: 0, latencyMs: 0, rateLimitRate: 0, retryAfterS: 1, rejectUids: [] };
@@ -211,7 +213,9 @@ export function createSimulator(opts: SimulatorOptions): Simulator {
           if (req.body.role_ids.length > 0 && !users.has(uid)) {
             return reply.code(404).send({ code: 'USER_NOT_FOUND', message: `no user ${uid}; create it first` });
           }
-          return { project_id, uid, role_ids: setRoles(project_id, uid, req.body.role_ids) };
+          const roleIds = setRoles(project_id, uid, req.body.role_ids);
+          opts.onRolesSet?.(project_id, uid, roleIds);
+          return { project_id, uid, role_ids: roleIds };
         },
       );
 
