@@ -67,7 +67,9 @@ const env = {
   RECONCILE_INTERVAL_S: '3600',
 };
 const config = loadConfig(env);
-const spawnStage = (command: string): ChildProcess => spawn(process.execPath, [BIN, command], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+// BENCH_CPU_PROF=<dir> writes a V8 CPU profile of each stage process there, to see where the time goes.
+const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
+const spawnStage = (command: string): ChildProcess => spawn(process.execPath, [...profile, BIN, command], { env, stdio: ['ignore', 'inherit', 'inherit'] });
 const stopStage = async (child: ChildProcess) => {
   child.kill('SIGTERM');
   if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
