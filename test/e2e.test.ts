@@ -40,7 +40,7 @@ describe('end to end: api → PostgreSQL → source → Kafka → sink → call 
     expect(Object.keys(heldGrants(p.sim)['proj-1']!)).toHaveLength(30);
     await waitFor(async () => (await status()).parks[0].users_granted === 30, { what: 'the status route to count 30 grants' });
     const afterOn = (await status()).parks[0];
-    expect(afterOn).toMatchObject({ park_id: 'p1', enabled: true, project_id: 'proj-1', last_sweep: { reason: 'park_on', checked: 30, failed: 0 } });
+    expect(afterOn).toMatchObject({ park_id: 'p1', enabled: true, project_id: 'proj-1', last_sweep: { reason: 'park_on', checked: 30, failed: 0, drift: 0 } });
     // the backfill granted whatever the stream had not yet granted itself
     expect(afterOn.last_sweep.corrected_grants + afterOn.last_sweep.in_sync).toBe(30);
 

@@ -40,7 +40,7 @@ const parkStatusSchema = {
         finished_at: nullableTimestamp,
         checked: count,
         in_sync: count,
-        drift: { ...count, description: 'differences the sweep repaired (profiles + grants + revocations): what the stream missed' },
+        drift: { ...count, description: 'differences the sweep repaired (profiles + grants + revocations): what the stream missed; 0 for a backfill (reason park_on), whose writes are expected' },
         corrected_profiles: count,
         corrected_grants: count,
         revoked: count,
@@ -85,7 +85,10 @@ export const statusRoutes: FastifyPluginAsync<{ pool: pg.Pool }> = async (app, {
                   skipped_no_uid: Number(row.skipped_no_uid ?? 0),
                   dead_lettered: Number(row.dead_lettered ?? 0),
                 },
-          last_sweep: row.sweep && { ...row.sweep, drift: row.sweep.corrected_profiles + row.sweep.corrected_grants + row.sweep.revoked },
+          last_sweep: row.sweep && {
+            ...row.sweep,
+            drift: row.sweep.reason === 'park_on' ? 0 : row.sweep.corrected_profiles + row.sweep.corrected_grants + row.sweep.revoked,
+          },
           lag_seconds: row.lag_seconds,
         })),
       };
