@@ -59,7 +59,6 @@ export async function replay(deps: { config: Config; log: Logger; metrics: Metri
   if (pending.size === 0) return 0;
 
   const context = options.to === 'callcenter' ? createSyncContext(deps) : null;
-  await context?.loadParks();
   const out = options.out ?? process.stdout;
   const consumer = kafka.consumer({ groupId: `${config.SINK_GROUP_ID}.replay.${randomBytes(6).toString('hex')}`, maxWaitTimeInMs: 100 });
   let read = 0;
@@ -94,7 +93,8 @@ export async function replay(deps: { config: Config; log: Logger; metrics: Metri
               if (batch.topic === parksTopic && row) parkIds.add(String(row.park_id));
             }
           }
-          if (context && uids.size > 0) await context.applier.syncUids(uids);
+          // Parks may have been toggled since the last batch: a uid's grants depend on all of them.
+          if (context && uids.size > 0) await context.loadParks().then(() => context.applier.syncUids(uids));
           if (context) for (const parkId of parkIds) await context.reconciler.reconcilePark(parkId, 'replay');
           const last = batch.messages.at(-1);
           if (!last || BigInt(last.offset) + 1n >= end) pending.delete(batch.partition);

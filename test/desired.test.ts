@@ -8,7 +8,7 @@ const park: ParkSync = {
   yandex_team_role_id: 'cc-support',
   enabled: true,
   revoke_on_disable: true,
-  updated_at: 1,
+  version: 1,
 };
 const user = (over: Partial<UserRow> = {}): UserRow => ({
   id: 'u',

@@ -38,7 +38,9 @@ describe('end to end: api → PostgreSQL → source → Kafka → sink → call 
     expect(on.status).toBe(200);
     await waitForConvergence(p, 'the backfill after park/on');
     expect(Object.keys(heldGrants(p.sim)['proj-1']!)).toHaveLength(30);
-    await waitFor(async () => (await status()).parks[0].users_granted === 30, { what: 'the status route to count 30 grants' });
+    await waitFor(async () => (await status()).parks[0].users_granted === 30 && (await status()).parks[0].last_sweep?.finished_at, {
+      what: 'the status route to count 30 grants after a finished sweep',
+    });
     const afterOn = (await status()).parks[0];
     expect(afterOn).toMatchObject({ park_id: 'p1', enabled: true, project_id: 'proj-1', last_sweep: { reason: 'park_on', checked: 30, failed: 0, drift: 0 } });
     // the backfill granted whatever the stream had not yet granted itself

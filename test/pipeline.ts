@@ -1,5 +1,6 @@
 // A whole pipeline for a test file: its own database, slot and topic prefix, the source, the call-center
 // simulator and the sink; plus the oracle of what the call center should hold, written apart from the sink.
+import { Kafka, logLevel } from 'kafkajs';
 import type pg from 'pg';
 import type { Config } from '../connector/config.js';
 import { createMetrics, type Metrics } from '../connector/metrics.js';
@@ -122,3 +123,25 @@ export async function waitForConvergence(p: Pick<Pipeline, 'sim' | 'db'>, what: 
     throw new Error(`${(e as Error).message}; differences: ${diff.slice(0, 20).join('; ')}${diff.length > 20 ? ` (+${diff.length - 20} more)` : ''}`);
   }
 }
+
+/** Every message of the sink's input topics is committed by its group: nothing is left to process. */
+export async function groupCaughtUp(p: Pipeline): Promise<boolean> {
+  const kafka = new Kafka({ brokers: p.config.KAFKA_BROKERS, logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const topics = ['users', 'roles', 'call_center_parks'].map((t) => `${p.config.TOPIC_PREFIX}.public.${t}`);
+    const committed = await admin.fetchOffsets({ groupId: p.config.SINK_GROUP_ID, topics });
+    for (const t of committed) {
+      const ends = await admin.fetchTopicOffsets(t.topic);
+      for (const e of ends) {
+        const c = t.partitions.find((x) => x.partition === e.partition)?.offset ?? '-1';
+        if (e.high !== '0' && BigInt(c) < BigInt(e.high)) return false;
+      }
+    }
+    return true;
+  } finally {
+    await admin.disconnect();
+  }
+}
+

@@ -5,26 +5,18 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { deadLetterTopic } from '../connector/kafka/topics.js';
 import { waitFor } from './helpers.js';
 import { readTopics } from './kafka-helpers.js';
-import { CC_TOKEN, heldGrants, startPipeline, waitForConvergence, type Pipeline } from './pipeline.js';
+import { canonical, CC_TOKEN, expectedGrants, groupCaughtUp, heldGrants, startPipeline, waitForConvergence, type Pipeline } from './pipeline.js';
 
 const BIN = fileURLToPath(new URL('../bin/fleet-sync.js', import.meta.url));
 
-/** Every message of the sink's input topics is committed by its group: nothing is left to process. */
-async function groupCaughtUp(p: Pipeline): Promise<boolean> {
+/** Records in the dead-letter topic, from its end offsets (a reader that has not joined yet would see none). */
+async function deadLetterCount(p: Pipeline): Promise<number> {
   const kafka = new Kafka({ brokers: p.config.KAFKA_BROKERS, logLevel: logLevel.NOTHING });
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const topics = ['users', 'roles', 'call_center_parks'].map((t) => `${p.config.TOPIC_PREFIX}.public.${t}`);
-    const committed = await admin.fetchOffsets({ groupId: p.config.SINK_GROUP_ID, topics });
-    for (const t of committed) {
-      const ends = await admin.fetchTopicOffsets(t.topic);
-      for (const e of ends) {
-        const c = t.partitions.find((x) => x.partition === e.partition)?.offset ?? '-1';
-        if (e.high !== '0' && BigInt(c) < BigInt(e.high)) return false;
-      }
-    }
-    return true;
+    const offsets = await admin.fetchTopicOffsets(deadLetterTopic(p.config.TOPIC_PREFIX));
+    return offsets.reduce((n, o) => n + Number(BigInt(o.high) - BigInt(o.low)), 0);
   } finally {
     await admin.disconnect();
   }
@@ -81,13 +73,7 @@ describe('sink under call-center faults', () => {
     await waitForConvergence(p, 'the burst under faults', 180_000);
     await waitFor(() => groupCaughtUp(p), { what: 'the sink to commit every event', timeoutMs: 60_000 });
     expect(p.sim.calls().faulted).toBeGreaterThan(100);
-    const dlq = await readTopics(p.config.KAFKA_BROKERS.join(','), [deadLetterTopic(p.config.TOPIC_PREFIX)], { decode: false });
-    try {
-      await waitFor(async () => (await groupCaughtUp(p)) && dlq.messages.length === 0, { what: 'an empty dead-letter topic' });
-    } finally {
-      await dlq.stop();
-    }
-    expect(dlq.messages).toHaveLength(0);
+    expect(await deadLetterCount(p)).toBe(0);
   });
 
   it('a uid the call center refuses for good: exactly its events are dead-lettered, everyone else converges', async () => {
@@ -105,8 +91,7 @@ describe('sink under call-center faults', () => {
       expect(dlq.messages[0]!.headers).toMatchObject({ 'fleet-sync.error.code': 'CALL_CENTER_REJECTED', 'fleet-sync.attempts': '1' });
       expect(dlq.messages[0]!.headers['fleet-sync.original.topic']).toBe(`${p.config.TOPIC_PREFIX}.public.users`);
       expect(p.sim.rolesOf('proj-1', 'uid-refused')).toEqual([]);
-      const held = heldGrants(p.sim)['proj-1']!;
-      delete (held as Record<string, string[]>)['uid-refused'];
+      expect(await deadLetterCount(p)).toBe(2);
       p.sim.setFaults({ rejectUids: [] });
       await p.db.pool.query(`DELETE FROM users WHERE id = $1`, [refusedId]);
       await waitForConvergence(p, 'everyone else');
@@ -175,10 +160,10 @@ describe('sink killed with -9 in the middle of a burst', () => {
     await waitFor(() => p.sim.calls().writes >= 300, { what: 'the sink to be applying', timeoutMs: 60_000 });
     first.kill('SIGKILL');
     await new Promise((r) => first.once('exit', r));
-    const writesAtKill = p.sim.calls().writes;
     await writing;
+    // killed mid-burst: what the call center holds is not yet what the database says
+    expect(canonical(heldGrants(p.sim))).not.toBe(canonical(await expectedGrants(p.db.pool)));
     spawnSink();
     await waitForConvergence(p, 'convergence after the restart', 120_000);
-    expect(writesAtKill).toBeGreaterThan(0);
   });
 });

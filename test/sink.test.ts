@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from './helpers.js';
-import { heldGrants, startPipeline, waitForConvergence, type Pipeline } from './pipeline.js';
+import { groupCaughtUp, heldGrants, startPipeline, waitForConvergence, type Pipeline } from './pipeline.js';
 
 describe('sink: changes reach the call center by the SPEC §5 rules', () => {
   let p: Pipeline;
@@ -94,5 +94,39 @@ describe('sink: changes reach the call center by the SPEC §5 rules', () => {
     expect(rows[0].n).toBe(0);
     p.sim.setRolesByHand('proj-1', 'uid-by-hand', []);
     await converged('everything else after p1 was turned off');
+  });
+
+  it('a park remapped to another project: the old project loses what fleet-sync granted, the new one gains it', async () => {
+    await converged('a quiet start');
+    const holders = Object.keys(heldGrants(p.sim)['proj-2'] ?? {});
+    expect(holders.length).toBeGreaterThan(0);
+    await q(`UPDATE call_center_parks SET project_id = 'proj-2b' WHERE park_id = 'p2'`);
+    await converged('the remap of p2');
+    expect(heldGrants(p.sim)['proj-2']).toBeUndefined();
+    expect(Object.keys(heldGrants(p.sim)['proj-2b']!).sort()).toEqual(holders.sort());
+  });
+
+  it('a park turned off without revoke keeps its grants, and stops following its users', async () => {
+    const held = heldGrants(p.sim)['proj-2b']!;
+    await q(`UPDATE call_center_parks SET enabled = false, disabled_at = now(), revoke_on_disable = false WHERE park_id = 'p2'`);
+    await q(`UPDATE users SET name = name || ' (renamed)' WHERE park_id = 'p2'`);
+    await q(`UPDATE users SET is_enabled = false WHERE yandex_uid = 'uid-team'`);
+    await waitFor(() => groupCaughtUp(p), { what: 'the sink to process every change' });
+    const { rows } = await q(`SELECT count(*)::int AS n FROM reconcile_runs WHERE park_id = 'p2' AND reason = 'park_off' AND finished_at IS NOT NULL`);
+    expect(rows[0].n).toBe(1);
+    // and a sweep of everything may not touch them either
+    await p.sink!.reconciler.sweepAll('interval');
+    expect(heldGrants(p.sim)['proj-2b']).toEqual(held);
+  });
+
+  it('a truncate of users revokes everything fleet-sync granted', async () => {
+    await q(`UPDATE call_center_parks SET enabled = true, revoke_on_disable = true WHERE park_id = 'p2'`);
+    await q(`UPDATE users SET is_enabled = true WHERE yandex_uid = 'uid-team'`);
+    await converged('p2 on again');
+    expect(Object.keys(heldGrants(p.sim)).length).toBeGreaterThan(0);
+    await q('TRUNCATE users');
+    await waitFor(() => Object.keys(heldGrants(p.sim)).length === 0, { what: 'every grant to be revoked' });
+    const { rows } = await q('SELECT count(*)::int AS n FROM call_center_grants');
+    expect(rows[0].n).toBe(0);
   });
 });

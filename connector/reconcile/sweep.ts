@@ -6,8 +6,8 @@ import type { CallCenterClient } from '../callcenter/client.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Applier, UidOutcome } from '../sink/applier.js';
-import { grantKey } from '../sink/desired.js';
-import { refreshPark, type ParkDirectory } from '../sink/parks.js';
+import { grantKey, sameRoles } from '../sink/desired.js';
+import { loadParks, refreshPark, type ParkDirectory } from '../sink/parks.js';
 import { grantedUids, usersOfPark } from '../sink/store.js';
 
 export interface SweepCounts {
@@ -64,13 +64,18 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     const plog = log.child({ park_id: parkId, project_id: projectId, reason, run: runId });
     try {
       if (!park) throw new Error(`park ${parkId} has no call_center_parks row`);
-      // Grants this park gave in another project (its mapping moved) or, when off with revoke, in its own.
-      const stale = await grantedUids(pool, { parkId });
       if (!park.enabled) {
-        if (park.revoke_on_disable) tally(counts, await applier.syncUids(stale, { signal: options.signal }));
+        // Off with revoke: every grant of the park, and every grant in its project that no enabled park still
+        // earns, goes. Asked again until none is left: the stream may have recorded one meanwhile.
+        for (let round = 0; park.revoke_on_disable && round < 5; round++) {
+          const outcomes = await applier.syncUids(await grantedUids(pool, { parkId, projectId }), { signal: options.signal });
+          tally(counts, outcomes);
+          if (![...outcomes.values()].some((o) => o.revoked > 0)) break;
+        }
       } else {
         await sweepEnabled(park.project_id, parkId, counts, plog, options);
-        tally(counts, await applier.syncUids(stale, { signal: options.signal }));
+        // Grants this park gave in another project: its mapping moved.
+        tally(counts, await applier.syncUids(await grantedUids(pool, { parkId }), { signal: options.signal }));
       }
       const corrections = counts.corrected_grants + counts.corrected_profiles + counts.revoked;
       if (corrections > 0) {
@@ -126,7 +131,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         const key = grantKey(projectId, uid);
         const want = desired.get(key) ?? [];
         const has = actual.get(key) ?? [];
-        if (want.length === has.length && want.every((r) => has.includes(r))) counts.in_sync++;
+        if (sameRoles(want, has)) counts.in_sync++;
         else drifted.push(uid);
       }
       // Re-read and re-check under the uid lock before writing: the stream may have moved on since the listing.
@@ -147,6 +152,8 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   return {
     reconcilePark,
     async sweepAll(reason, options = {}) {
+      // Every park, fresh: a uid's grants depend on all the parks its rows are in, not only the one swept.
+      await loadParks(pool, parks);
       const { rows } = await pool.query<{ park_id: string }>(
         `SELECT park_id FROM call_center_parks WHERE enabled
          UNION SELECT DISTINCT g.park_id FROM call_center_grants g JOIN call_center_parks p USING (park_id) WHERE NOT p.enabled AND p.revoke_on_disable`,

@@ -8,7 +8,7 @@ import type { Metrics } from '../metrics.js';
 import { createReconciler, type Reconciler } from '../reconcile/sweep.js';
 import { createApplier, type Applier } from './applier.js';
 import { createKeyedLock } from './locks.js';
-import { createParkDirectory, parkFromRow, type ParkDirectory } from './parks.js';
+import { createParkDirectory, loadParks, type ParkDirectory } from './parks.js';
 
 export interface SyncContext {
   pool: pg.Pool;
@@ -23,7 +23,8 @@ export interface SyncContext {
 
 export function createSyncContext(deps: { config: Config; log: Logger; metrics: Metrics; client?: CallCenterClient }): SyncContext {
   const { config, metrics } = deps;
-  const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 8 });
+  // Each batch in flight (one per partition) and the sweep hold a connection for their uid locks.
+  const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: Math.max(16, config.TOPIC_PARTITIONS * 2 + 4) });
   pool.on('error', (e) => deps.log.warn({ err: e.message }, 'idle database connection failed'));
   const client = deps.client ?? createCallCenterClient(callCenterClientDepsFromConfig(config, deps.log, metrics));
   const parks = createParkDirectory();
@@ -35,10 +36,7 @@ export function createSyncContext(deps: { config: Config; log: Logger; metrics: 
     parks,
     applier,
     reconciler,
-    async loadParks() {
-      const { rows } = await pool.query('SELECT * FROM call_center_parks');
-      for (const row of rows) parks.merge(parkFromRow(row));
-    },
+    loadParks: () => loadParks(pool, parks),
     async close() {
       if (!deps.client) await client.close();
       await pool.end().catch(() => {});

@@ -9,8 +9,8 @@ export interface ParkSync {
   yandex_team_role_id: string | null;
   enabled: boolean;
   revoke_on_disable: boolean;
-  /** epoch ms; the newer of two versions of a park wins */
-  updated_at: number;
+  /** grows with every write of the row, in commit order; the newer of two versions of a park wins */
+  version: number;
 }
 
 export interface UserRow {

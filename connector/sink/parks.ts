@@ -1,16 +1,16 @@
 // The sink's view of which parks sync and how: fed by the call_center_parks topic (read from the start on every
-// start) and by re-reads of the table; the newer version of a park always wins.
+// start) and by re-reads of the table. Versions follow commit order (migrations/003): the newer one always wins.
 import type pg from 'pg';
 import type { ParkSync } from './desired.js';
 
 export interface ParkDirectory {
   get(parkId: string): ParkSync | undefined;
   enabled(): ParkSync[];
-  /** Keeps the newer of the known and the given version; returns true when the given one was taken. */
-  merge(park: ParkSync): boolean;
-  /** A deleted park row (or a truncate) turns sync off for good, revoking what was granted. */
-  remove(parkId: string, atMs: number): void;
   all(): ParkSync[];
+  /** Keeps the newer of the known and the given version (the given one on a tie); true when it was taken. */
+  merge(park: ParkSync): boolean;
+  /** The row of `version` was deleted: sync is off, and what fleet-sync granted goes. A later insert is newer. */
+  remove(parkId: string, version: number): void;
 }
 
 export function createParkDirectory(): ParkDirectory {
@@ -21,13 +21,15 @@ export function createParkDirectory(): ParkDirectory {
     all: () => [...parks.values()],
     merge(park) {
       const known = parks.get(park.park_id);
-      if (known && known.updated_at > park.updated_at) return false;
+      if (known && known.version > park.version) return false;
       parks.set(park.park_id, park);
       return true;
     },
-    remove(parkId, atMs) {
+    remove(parkId, version) {
       const known = parks.get(parkId);
-      if (known) parks.set(parkId, { ...known, enabled: false, revoke_on_disable: true, updated_at: Math.max(atMs, known.updated_at) });
+      if (known && known.version > version) return;
+      const base = known ?? { park_id: parkId, project_id: '', role_map: {}, yandex_team_role_id: null };
+      parks.set(parkId, { ...base, enabled: false, revoke_on_disable: true, version });
     },
   };
 }
@@ -35,7 +37,6 @@ export function createParkDirectory(): ParkDirectory {
 /** A call_center_parks row (Avro event row or database row) as ParkSync; role_map arrives as JSON text or jsonb. */
 export function parkFromRow(row: Record<string, unknown>): ParkSync {
   const roleMap = typeof row.role_map === 'string' ? JSON.parse(row.role_map) : (row.role_map ?? {});
-  const updated = row.updated_at instanceof Date ? row.updated_at.getTime() : Number(row.updated_at);
   return {
     park_id: String(row.park_id),
     project_id: String(row.project_id),
@@ -43,17 +44,32 @@ export function parkFromRow(row: Record<string, unknown>): ParkSync {
     yandex_team_role_id: (row.yandex_team_role_id as string | null) ?? null,
     enabled: Boolean(row.enabled),
     revoke_on_disable: row.revoke_on_disable === null || row.revoke_on_disable === undefined ? true : Boolean(row.revoke_on_disable),
-    updated_at: updated,
+    // Events written before versions existed carry none: any versioned write is newer than them.
+    version: row.version === null || row.version === undefined ? 0 : Number(row.version),
   };
 }
 
-/** Re-reads one park from the database (the stream may be behind it) and merges it; undefined when the row is gone. */
+/**
+ * Reads parks from the table into the directory (all of them, or the given ids). Ids asked for that have no row
+ * are remembered as off with the oldest version, so the first real event of such a park wins over it.
+ */
+export async function loadParks(pool: pg.Pool, parks: ParkDirectory, ids?: string[]): Promise<void> {
+  const { rows } = ids
+    ? await pool.query('SELECT * FROM call_center_parks WHERE park_id = ANY($1::text[])', [ids])
+    : await pool.query('SELECT * FROM call_center_parks');
+  for (const row of rows) parks.merge(parkFromRow(row));
+  for (const id of ids ?? []) {
+    if (!parks.get(id)) parks.merge({ park_id: id, project_id: '', role_map: {}, yandex_team_role_id: null, enabled: false, revoke_on_disable: false, version: -1 });
+  }
+}
+
+/** Re-reads one park (the stream may be behind the table); a park whose row is gone is off with revoke. */
 export async function refreshPark(pool: pg.Pool, parks: ParkDirectory, parkId: string): Promise<ParkSync | undefined> {
   const { rows } = await pool.query('SELECT * FROM call_center_parks WHERE park_id = $1', [parkId]);
-  if (!rows[0]) {
-    parks.remove(parkId, Date.now());
-    return parks.get(parkId);
+  if (rows[0]) parks.merge(parkFromRow(rows[0]));
+  else {
+    const known = parks.get(parkId);
+    if (known?.enabled) parks.remove(parkId, known.version);
   }
-  parks.merge(parkFromRow(rows[0]));
   return parks.get(parkId);
 }

@@ -18,8 +18,8 @@ import { sleep } from '../source/retry.js';
 import type { Applier } from './applier.js';
 import { createSyncContext } from './context.js';
 import { profileChanged, type UserRow } from './desired.js';
-import { parkFromRow, type ParkDirectory } from './parks.js';
-import { allGrantedUids, recordProgress, type ParkProgress } from './store.js';
+import { loadParks, parkFromRow, type ParkDirectory } from './parks.js';
+import { grantedUids, recordProgress, type ParkProgress } from './store.js';
 
 interface Envelope {
   before: Record<string, unknown> | null;
@@ -70,9 +70,9 @@ export function startSink(deps: SinkDeps): SinkHandle {
   const decode = (m: KafkaMessage): Envelope | null => (m.value ? (registry.decode<Envelope>(m.value).value as Envelope) : null);
 
   const mergeParkEvent = (env: Envelope) => {
-    if (env.op === 't') for (const p of parks.all()) parks.remove(p.park_id, env.source.commit_ts_ms ?? Date.now());
+    if (env.op === 't') for (const p of parks.all()) parks.remove(p.park_id, p.version);
     else if (env.after) parks.merge(parkFromRow(env.after));
-    else if (env.before) parks.remove(String(env.before.park_id), env.source.commit_ts_ms ?? Date.now());
+    else if (env.before) parks.remove(String(env.before.park_id), parkFromRow(env.before).version);
   };
 
   /** Reads call_center_parks from the start up to its end at start-up, then keeps following it. */
@@ -99,20 +99,23 @@ export function startSink(deps: SinkDeps): SinkHandle {
         if (batch.offsetLag() === '0' || (last && BigInt(last.offset) + 1n >= (targets.get(batch.partition) ?? 0n))) pending.delete(batch.partition);
       },
     });
-    const deadline = Date.now() + 30_000;
-    while (pending.size > 0 && !stopping.signal.aborted && Date.now() < deadline) await sleep(50, stopping.signal);
-    if (pending.size > 0) log.warn({ partitions: [...pending] }, 'park directory not caught up in 30 s: unknown parks are read from the database meanwhile');
+    // Users events must not be judged against an old view of the parks: the group waits for the directory.
+    const startedAt = Date.now();
+    let warnedAt = startedAt;
+    while (pending.size > 0 && !stopping.signal.aborted) {
+      await sleep(50, stopping.signal);
+      if (Date.now() - warnedAt > 30_000) {
+        warnedAt = Date.now();
+        log.warn({ partitions: [...pending], waitedMs: warnedAt - startedAt }, 'park directory still catching up with the call_center_parks topic');
+      }
+    }
     log.info({ parks: parks.all().length, enabled: parks.enabled().length }, 'park directory caught up');
   };
 
   /** Parks the directory has never heard of are looked up once in the table (the topic may lag behind it). */
   const learnUnknownParks = async (parkIds: Iterable<string>) => {
     const unknown = [...new Set(parkIds)].filter((id) => !parks.get(id));
-    if (unknown.length === 0) return;
-    const { rows } = await pool.query('SELECT * FROM call_center_parks WHERE park_id = ANY($1::text[])', [unknown]);
-    for (const row of rows) parks.merge(parkFromRow(row));
-    // Remembered as off with the oldest possible version: any real event of the park wins over it.
-    for (const id of unknown) if (!parks.get(id)) parks.merge({ park_id: id, project_id: '', role_map: {}, yandex_team_role_id: null, enabled: false, revoke_on_disable: false, updated_at: 0 });
+    if (unknown.length > 0) await loadParks(pool, parks, unknown);
   };
 
   const deadLetter = async (message: KafkaMessage, topic: string, partition: number, error: { code: string; message: string; attempts: number }) => {
@@ -179,7 +182,7 @@ export function startSink(deps: SinkDeps): SinkHandle {
       for (const uid of uids) eventsByUid.set(uid, [...(eventsByUid.get(uid) ?? []), { message, env }]);
     }
     // One pass per uid for the whole batch: the applier reads the rows as they are now, so the last state wins.
-    const uids = truncated ? [...new Set([...eventsByUid.keys(), ...(await allGrantedUids(pool))])] : [...eventsByUid.keys()];
+    const uids = truncated ? [...new Set([...eventsByUid.keys(), ...(await grantedUids(pool))])] : [...eventsByUid.keys()];
     const outcomes = await applier.syncUids(uids, { profileChanged: changedProfiles, signal: stopping.signal });
     const now = Date.now();
     for (const [uid, outcome] of outcomes) {
@@ -215,15 +218,22 @@ export function startSink(deps: SinkDeps): SinkHandle {
       const sweepLog = log.child({ park_id: parkId, reason });
       sweepLog.info('park changed: sweeping it');
       let lastBeat = Date.now();
-      await reconciler.reconcilePark(parkId, reason, {
-        signal: stopping.signal,
-        onProgress: () => {
-          if (Date.now() - lastBeat > 1_000) {
-            lastBeat = Date.now();
-            void heartbeat().catch(() => {});
-          }
-        },
-      });
+      try {
+        await reconciler.reconcilePark(parkId, reason, {
+          signal: stopping.signal,
+          onProgress: () => {
+            if (Date.now() - lastBeat > 1_000) {
+              lastBeat = Date.now();
+              void heartbeat().catch(() => {});
+            }
+          },
+        });
+      } catch (e) {
+        // A refusal that retrying cannot mend (recorded in reconcile_runs) must not hold every later park change
+        // of this partition: the interval sweep tries the park again.
+        if (!isFleetSyncError(e) || e.retriable) throw e;
+        sweepLog.error({ code: e.code, err: e.message }, 'sweep of a changed park failed for good; the interval sweep retries it');
+      }
     }
   };
 

@@ -33,16 +33,13 @@ export async function grantsByUid(db: pg.Pool, uids: string[]): Promise<GrantRec
   return rows;
 }
 
-export async function grantedUids(db: pg.Pool, where: { parkId?: string; projectId?: string }): Promise<string[]> {
+/** uids fleet-sync granted something to: all, or those of a park or of a project (either matches). */
+export async function grantedUids(db: pg.Pool, where: { parkId?: string; projectId?: string } = {}): Promise<string[]> {
+  const all = where.parkId === undefined && where.projectId === undefined;
   const { rows } = await db.query<{ uid: string }>(
-    `SELECT DISTINCT uid FROM call_center_grants WHERE ($1::text IS NULL OR park_id = $1) AND ($2::text IS NULL OR project_id = $2)`,
-    [where.parkId ?? null, where.projectId ?? null],
+    `SELECT DISTINCT uid FROM call_center_grants WHERE $3 OR park_id = $1 OR project_id = $2`,
+    [where.parkId ?? null, where.projectId ?? null, all],
   );
-  return rows.map((r) => r.uid);
-}
-
-export async function allGrantedUids(db: pg.Pool): Promise<string[]> {
-  const { rows } = await db.query<{ uid: string }>('SELECT DISTINCT uid FROM call_center_grants');
   return rows.map((r) => r.uid);
 }
 
@@ -59,17 +56,55 @@ export async function recordPendingGrants(db: pg.Pool, grants: { projectId: stri
   );
 }
 
-/** After the call center accepted: grants become settled, revocations forget the record. */
-export async function settleGrants(db: pg.Pool, settled: { projectId: string; uid: string; revoked: boolean }[]): Promise<void> {
+export interface SettledGrant {
+  projectId: string;
+  uid: string;
+  parkId: string;
+  /** What the call center now holds from fleet-sync; [] forgets the record. */
+  roleIds: string[];
+}
+
+/** After the call center accepted: an upsert, so a set that reached the call center always has its record. */
+export async function settleGrants(db: pg.Pool, settled: SettledGrant[]): Promise<void> {
   if (settled.length === 0) return;
-  const payload = JSON.stringify(settled.map((s) => ({ project_id: s.projectId, uid: s.uid, revoked: s.revoked })));
+  const payload = JSON.stringify(settled.map((s) => ({ project_id: s.projectId, uid: s.uid, park_id: s.parkId, role_ids: s.roleIds })));
   await db.query(
-    `WITH s AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS s(project_id text, uid text, revoked boolean)),
-     gone AS (DELETE FROM call_center_grants g USING s WHERE s.revoked AND g.project_id = s.project_id AND g.uid = s.uid)
-     UPDATE call_center_grants g SET pending = false, updated_at = now() FROM s
-     WHERE NOT s.revoked AND g.project_id = s.project_id AND g.uid = s.uid`,
+    `WITH s AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS s(project_id text, uid text, park_id text, role_ids jsonb)),
+     gone AS (DELETE FROM call_center_grants g USING s WHERE jsonb_array_length(s.role_ids) = 0 AND g.project_id = s.project_id AND g.uid = s.uid)
+     INSERT INTO call_center_grants (project_id, uid, park_id, role_ids, pending)
+     SELECT project_id, uid, park_id, ARRAY(SELECT jsonb_array_elements_text(role_ids)), false FROM s WHERE jsonb_array_length(role_ids) > 0
+     ON CONFLICT (project_id, uid) DO UPDATE SET park_id = EXCLUDED.park_id, role_ids = EXCLUDED.role_ids, pending = false, updated_at = now()`,
     [payload],
   );
+}
+
+// Two-key advisory locks live apart from the one-key ones (migrations, source leadership).
+const UID_LOCK_CLASS = 7_212_002;
+
+/**
+ * Takes an advisory lock per uid on a connection of its own, in one statement and in hash order (two callers
+ * never deadlock); returns the release.
+ */
+export async function lockUids(pool: pg.Pool, uids: string[]): Promise<() => Promise<void>> {
+  const client = await pool.connect();
+  try {
+    await client.query(
+      `SELECT pg_advisory_lock($1, k) FROM (SELECT DISTINCT hashtext(u) AS k FROM unnest($2::text[]) AS u ORDER BY 1) AS keys`,
+      [UID_LOCK_CLASS, uids],
+    );
+  } catch (e) {
+    client.release(e as Error);
+    throw e;
+  }
+  return async () => {
+    try {
+      await client.query('SELECT pg_advisory_unlock_all()');
+      client.release();
+    } catch (e) {
+      // A connection that could not unlock is closed, which releases its locks.
+      client.release(e as Error);
+    }
+  };
 }
 
 export interface ParkProgress {

@@ -4,9 +4,13 @@ import type avro from 'avsc';
 import type { Logger } from '../log.js';
 import type { CapturedTable, Row } from './events.js';
 
-/** node-postgres gives timestamptz as Date and jsonb as parsed JSON; the Avro rows carry epoch ms and JSON text. */
-function toAvroValue(v: unknown): unknown {
+/**
+ * node-postgres gives timestamptz as Date, jsonb as parsed JSON and bigint as text; the Avro rows carry epoch ms,
+ * JSON text and longs.
+ */
+function toAvroValue(v: unknown, long: boolean): unknown {
   if (v instanceof Date) return v.getTime();
+  if (long && typeof v === 'string') return Number(v);
   if (v !== null && typeof v === 'object' && !Buffer.isBuffer(v)) return JSON.stringify(v);
   return v;
 }
@@ -20,6 +24,7 @@ export interface RowConverter {
 
 export function createRowConverter(table: CapturedTable, rowType: avro.types.RecordType, log: Logger): RowConverter {
   const fields = rowType.fields.map((f) => f.name);
+  const longs = new Set(rowType.fields.filter((f) => JSON.stringify(f.type.schema()).includes('"long"')).map((f) => f.name));
   const known = new Set(fields);
   const warned = new Set<string>();
   return {
@@ -30,7 +35,7 @@ export function createRowConverter(table: CapturedTable, rowType: avro.types.Rec
         if (value === undefined) {
           throw new Error(`column ${table}.${name} has no value (unchanged TOAST datum without the old row: is REPLICA IDENTITY FULL set?)`);
         }
-        out[name] = toAvroValue(value);
+        out[name] = toAvroValue(value, longs.has(name));
       }
       return out;
     },
