@@ -1,11 +1,12 @@
 // The publisher turns change events into Kafka records and ships them; kafkajs stays behind this interface
 // so the client can be swapped (or made transactional) without touching the stream.
-import { CompressionTypes, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
+import { CompressionTypes, type Admin, type Message, type Producer } from 'kafkajs';
 import type { SchemaRegistry } from '../avro/registry.js';
 import type { Config } from '../config.js';
 import { FleetSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { createKafka } from '../kafka/client.js';
+import { fastDefaultPartitioner } from '../kafka/partitioner.js';
 import { CAPTURED_TABLES, topicFor, type CapturedTable, type ChangeEvent } from './events.js';
 
 export interface ChangeRecord {
@@ -54,7 +55,8 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
     const p = kafka.producer({
       idempotent: true,
       maxInFlightRequests: 1,
-      createPartitioner: Partitioners.DefaultPartitioner,
+      // Same partition for a key as kafkajs's DefaultPartitioner, without its 64-bit Long arithmetic.
+      createPartitioner: fastDefaultPartitioner,
       retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 5_000 },
     });
     await p.connect();
@@ -79,6 +81,8 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
         })),
       });
       if (created) log.info({ topics: missing }, 'topics created');
+      // Connected now, so the first change does not wait for the producer's handshake and idempotence id.
+      await connectedProducer();
       const metadata = await admin.fetchTopicMetadata({ topics });
       const partitions = {} as Record<CapturedTable, number>;
       for (const t of metadata.topics) {
@@ -88,11 +92,12 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
     },
     async publish(records) {
       if (records.length === 0) return;
+      // A ChangeRecord is a kafkajs Message already (kafkajs ignores the extra `topic`): no copy per record.
       const byTopic = new Map<string, Message[]>();
       for (const r of records) {
         let list = byTopic.get(r.topic);
         if (!list) byTopic.set(r.topic, (list = []));
-        list.push(r.partition === undefined ? { key: r.key, value: r.value } : { key: r.key, value: r.value, partition: r.partition });
+        list.push(r);
       }
       try {
         const p = await connectedProducer();

@@ -130,7 +130,16 @@ export async function streamChanges(deps: StreamDeps, stop: AbortSignal, giveUp:
       const records: ChangeRecord[] = [];
       for (const item of batch) if (item.kind === 'event') for (const r of item.records) records.push(r);
       await publishUntilAcknowledged(publisher, records, log, giveUp);
-      for (const item of batch) if (item.kind === 'event') metrics.eventsProduced.inc({ table: item.table, op: item.op });
+      // One counter update per table and op per batch, not per event.
+      const produced = new Map<string, { table: CapturedTable; op: string; n: number }>();
+      for (const item of batch) {
+        if (item.kind !== 'event') continue;
+        const k = `${item.table}/${item.op}`;
+        const c = produced.get(k);
+        if (c) c.n++;
+        else produced.set(k, { table: item.table, op: item.op, n: 1 });
+      }
+      for (const { table, op, n } of produced.values()) metrics.eventsProduced.inc({ table, op }, n);
       // Kafka now has every event up to this checkpoint: only now may PostgreSQL release the WAL behind it.
       if (checkpoint !== null && checkpoint > confirmed) {
         confirmed = checkpoint;
