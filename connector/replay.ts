@@ -8,7 +8,7 @@ import { createKafka } from './kafka/client.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { createSyncContext } from './sink/context.js';
-import { CAPTURED_TABLES, topicFor } from './source/events.js';
+import { CAPTURED_TABLES, topicFor, type DecodedEnvelope } from './source/events.js';
 
 export interface ReplayOptions {
   topic: string;
@@ -18,11 +18,7 @@ export interface ReplayOptions {
   out?: NodeJS.WritableStream;
 }
 
-interface Envelope {
-  before: Record<string, unknown> | null;
-  after: Record<string, unknown> | null;
-  op: string;
-}
+type Envelope = DecodedEnvelope;
 
 export function resolveTopic(config: Config, name: string): string {
   return (CAPTURED_TABLES as readonly string[]).includes(name) ? topicFor(config.TOPIC_PREFIX, name) : name;

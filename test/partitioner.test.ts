@@ -3,7 +3,7 @@ import { Partitioners } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 import { fastDefaultPartitioner, murmur2 } from '../connector/kafka/partitioner.js';
 
-const metadata = (n: number) => Array.from({ length: n }, (_, partitionId) => ({ partitionId, leader: 1, replicas: [1], isr: [1] }));
+const metadata = (n: number) => Array.from({ length: n }, (_, partitionId) => ({ partitionId, leader: 1, replicas: [1], isr: [1], offlineReplicas: [], partitionErrorCode: 0 }));
 
 describe('the source partitioner', () => {
   it("matches Kafka's murmur2 test value", () => {

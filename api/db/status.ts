@@ -1,6 +1,7 @@
 // SQL of the status route: every park in call_center_parks with its grants, last applied event and last sweep.
 // The sink and the sweep write these tables (migrations/002); the api only reads them.
 import type pg from 'pg';
+import type { SweepCounts } from '../../connector/reconcile/sweep.js';
 import { SYNC_COLUMNS, type SyncRow } from './parks.js';
 
 export interface ParkStatusRow extends SyncRow {
@@ -15,18 +16,11 @@ export interface ParkStatusRow extends SyncRow {
   sweep: SweepRow | null;
 }
 
-export interface SweepRow {
+export interface SweepRow extends SweepCounts {
   id: number;
   reason: string;
   started_at: string;
   finished_at: string | null;
-  checked: number;
-  in_sync: number;
-  corrected_profiles: number;
-  corrected_grants: number;
-  revoked: number;
-  skipped_no_uid: number;
-  failed: number;
   error: string | null;
 }
 

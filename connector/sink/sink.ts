@@ -13,7 +13,7 @@ import { deadLetterTopic, ensureTopics } from '../kafka/topics.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Reconciler } from '../reconcile/sweep.js';
-import { CAPTURED_TABLES, topicFor } from '../source/events.js';
+import { CAPTURED_TABLES, topicFor, type DecodedEnvelope } from '../source/events.js';
 import { sleep } from '../source/retry.js';
 import type { Applier } from './applier.js';
 import { createSyncContext } from './context.js';
@@ -21,12 +21,7 @@ import { profileChanged, type UserRow } from './desired.js';
 import { loadParks, parkFromRow, type ParkDirectory } from './parks.js';
 import { grantedUids, recordProgress, type ParkProgress } from './store.js';
 
-interface Envelope {
-  before: Record<string, unknown> | null;
-  after: Record<string, unknown> | null;
-  op: string;
-  source: { lsn: string; commit_ts_ms: number | null };
-}
+type Envelope = DecodedEnvelope;
 
 export interface SinkDeps {
   config: Config;

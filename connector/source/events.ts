@@ -33,6 +33,15 @@ export interface ChangeEvent {
   source: SourceInfo;
 }
 
+/** A change event's value as a consumer decodes it from Kafka (the Avro envelope of schemas/). */
+export interface DecodedEnvelope {
+  before: Row | null;
+  after: Row | null;
+  op: Op;
+  ts_ms: number;
+  source: SourceInfo;
+}
+
 export function isCapturedTable(schema: string, name: string): name is CapturedTable {
   return schema === 'public' && (CAPTURED_TABLES as readonly string[]).includes(name);
 }
