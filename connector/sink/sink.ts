@@ -9,6 +9,7 @@ import type { CallCenterClient } from '../callcenter/client.js';
 import type { Config } from '../config.js';
 import { isFleetSyncError } from '../errors.js';
 import { createKafka } from '../kafka/client.js';
+import { fastDefaultPartitioner } from '../kafka/partitioner.js';
 import { deadLetterTopic, ensureTopics } from '../kafka/topics.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -241,7 +242,7 @@ export function startSink(deps: SinkDeps): SinkHandle {
     } finally {
       await admin.disconnect();
     }
-    dlqProducer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    dlqProducer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: fastDefaultPartitioner });
     await dlqProducer.connect();
     await startParksTail();
     if (stopping.signal.aborted) return;

@@ -92,7 +92,10 @@ try {
       /* process gone */
     }
   }, 200);
-  await waitUntil(async () => (await pool.query('SELECT confirmed_flush_lsn >= $2::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $1', [dbName, endLsn])).rows[0]?.ok === true, 50);
+  await waitUntil(async () => {
+    if (child.exitCode !== null) throw new Error(`the source exited with ${child.exitCode} before confirming the burst`);
+    return (await pool.query('SELECT confirmed_flush_lsn >= $2::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $1', [dbName, endLsn])).rows[0]?.ok === true;
+  }, 50);
   const seconds = (Date.now() - started) / 1000;
   clearInterval(rssTimer);
   // CPU the source used (user + system, start-up included): steadier than changes/s on a shared machine.
