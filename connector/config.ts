@@ -53,6 +53,8 @@ const envSchema = z.object({
   CDC_MAX_PENDING_EVENTS: positiveInt.default(20_000),
   CDC_LINGER_MS: z.coerce.number().int().min(0).default(5),
   CDC_STANDBY_POLL_MS: positiveInt.default(2_000),
+  // Kafka transactions: a crash and restart of the source publishes no event twice (the broker must support them).
+  CDC_EXACTLY_ONCE: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   CALL_CENTER_URL: z.url().default('http://127.0.0.1:8090'),
   CALL_CENTER_TOKEN: z.string().min(1).default('dev-call-center-token'),
   CALL_CENTER_TIMEOUT_MS: positiveInt.default(5_000),

@@ -67,6 +67,11 @@ export async function replay(deps: { config: Config; log: Logger; metrics: Metri
   try {
     await consumer.connect();
     await consumer.subscribe({ topic: options.topic, fromBeginning: true });
+    // Transactional topics end in commit markers no handler sees: the end-of-batch event reports the offset reached.
+    consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+      if (BigInt(payload.lastOffset) + 1n >= (ends.get(payload.partition) ?? 0n)) pending.delete(payload.partition);
+      if (pending.size === 0) finish();
+    });
     await consumer.run({
       autoCommit: false,
       eachBatch: async ({ batch }) => {
@@ -92,13 +97,10 @@ export async function replay(deps: { config: Config; log: Logger; metrics: Metri
           // Parks may have been toggled since the last batch: a uid's grants depend on all of them.
           if (context && uids.size > 0) await context.loadParks().then(() => context.applier.syncUids(uids));
           if (context) for (const parkId of parkIds) await context.reconciler.reconcilePark(parkId, 'replay');
-          const last = batch.messages.at(-1);
-          if (!last || BigInt(last.offset) + 1n >= end) pending.delete(batch.partition);
           if (Date.now() - lastReport > 2_000) {
             lastReport = Date.now();
             log.info({ read, total, percent: Math.round((100 * read) / Math.max(total, 1)) }, 'replay progress');
           }
-          if (pending.size === 0) finish();
         } catch (e) {
           fail(e);
         }

@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { desiredGrants, grantKey, profileOf, sameRoles, splitGrantKey, type UserRow } from './desired.js';
 import type { KeyedLock } from './locks.js';
-import type { ParkDirectory } from './parks.js';
+import { loadParks, type ParkDirectory } from './parks.js';
 import { grantsByUid, lockUids, recordPendingGrants, settleGrants, usersByUid, type SettledGrant } from './store.js';
 
 export interface SyncOptions {
@@ -81,8 +81,12 @@ export function createApplier(deps: ApplierDeps): Applier {
 
   /** What must change for these uids: the keys whose roles differ from what the call center has. */
   const plan = async (uids: string[], outcomes: Map<string, UidOutcome>, options: SyncOptions) => {
-    const { desired, rows } = await desiredFor(uids);
-    const recorded = new Map((await grantsByUid(pool, uids)).map((g) => [grantKey(g.project_id, g.uid), g]));
+    const [rows, records] = await Promise.all([usersByUid(pool, uids), grantsByUid(pool, uids)]);
+    // The parks as the table has them now: the call_center_parks topic may not have reached the directory yet,
+    // and a user's change committed after its park's must be judged by the park's new state.
+    await loadParks(pool, parks, [...new Set([...rows.map((r) => r.park_id), ...records.map((g) => g.park_id)])]);
+    const desired = desiredGrants(rows, (id) => parks.get(id));
+    const recorded = new Map(records.map((g) => [grantKey(g.project_id, g.uid), g]));
     const rowsByUid = new Map<string, UserRow[]>();
     for (const r of rows) rowsByUid.set(r.yandex_uid!, [...(rowsByUid.get(r.yandex_uid!) ?? []), r]);
     const changes = new Map<string, Change[]>();

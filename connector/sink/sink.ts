@@ -83,6 +83,11 @@ export function startSink(deps: SinkDeps): SinkHandle {
     parksTail = kafka.consumer({ groupId: `${config.SINK_GROUP_ID}.parks.${randomBytes(6).toString('hex')}`, maxWaitTimeInMs: 100 });
     await parksTail.connect();
     await parksTail.subscribe({ topic: topics.parks, fromBeginning: true });
+    // Kafka-transactional topics end in commit markers that no handler sees: kafkajs's end-of-batch event reports
+    // every fetched batch, markers included, with the offset it reached.
+    parksTail.on(parksTail.events.END_BATCH_PROCESS, ({ payload }) => {
+      if (payload.offsetLag === '0' || BigInt(payload.lastOffset) + 1n >= (targets.get(payload.partition) ?? 0n)) pending.delete(payload.partition);
+    });
     await parksTail.run({
       autoCommit: false,
       eachBatch: async ({ batch }) => {
@@ -90,9 +95,6 @@ export function startSink(deps: SinkDeps): SinkHandle {
           const env = decode(message);
           if (env) mergeParkEvent(env);
         }
-        const last = batch.messages.at(-1);
-        // At the end of the partition as of this fetch, or past where it ended at start-up.
-        if (batch.offsetLag() === '0' || (last && BigInt(last.offset) + 1n >= (targets.get(batch.partition) ?? 0n))) pending.delete(batch.partition);
       },
     });
     // Users events must not be judged against an old view of the parks: the group waits for the directory.
@@ -256,7 +258,9 @@ export function startSink(deps: SinkDeps): SinkHandle {
       });
     });
     await group.run({
-      autoCommit: false,
+      // kafkajs commits only offsets resolved above (after the call center has the events), plus the ones it
+      // resolves itself for batches of nothing but transaction markers.
+      autoCommit: true,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: Math.max(1, config.TOPIC_PARTITIONS),
       eachBatch: async (payload) => {
@@ -282,7 +286,8 @@ export function startSink(deps: SinkDeps): SinkHandle {
           clearInterval(beat);
         }
         if (payload.isStale()) return;
-        const last = batch.messages.at(-1)!.offset;
+        // The batch's last offset, a trailing transaction marker included (it carries no event).
+        const last = batch.lastOffset();
         payload.resolveOffset(last);
         // Safe: every event up to `last` is in the call center or in the dead-letter topic.
         await group!.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: (BigInt(last) + 1n).toString() }]);

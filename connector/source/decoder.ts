@@ -2,12 +2,12 @@
 import type { Pgoutput } from 'pg-logical-replication';
 import type { SchemaRegistry } from '../avro/registry.js';
 import type { Logger } from '../log.js';
-import { CAPTURED_TABLES, PRIMARY_KEYS, isCapturedTable, parseLsn, type CapturedTable, type ChangeEvent, type Row } from './events.js';
+import { CAPTURED_TABLES, PRIMARY_KEYS, isCapturedTable, parseLsn, type CapturedTable, type ChangeEvent, type Row, type StreamPosition } from './events.js';
 import { createRowConverter, type RowConverter } from './rows.js';
 import type avro from 'avsc';
 
 /** What the stream hands the publisher: events, and LSNs that may be confirmed once every item before them is in Kafka. */
-export type StreamItem = { kind: 'event'; event: ChangeEvent } | { kind: 'checkpoint'; lsn: bigint };
+export type StreamItem = { kind: 'event'; event: ChangeEvent; position: StreamPosition } | { kind: 'checkpoint'; lsn: bigint };
 
 export const HEARTBEAT_PREFIX = 'fleet-sync.heartbeat';
 
@@ -37,7 +37,7 @@ export interface Decoder {
 
 export function createDecoder(deps: { db: string; converters: Record<CapturedTable, RowConverter>; now?: () => number }): Decoder {
   const now = deps.now ?? Date.now;
-  let tx: { xid: number; lsn: string; commitTsMs: number } | null = null;
+  let tx: { xid: number; lsn: string; commitLsn: bigint; commitTsMs: number; seq: number } | null = null;
 
   const source = (table: CapturedTable) => ({
     db: deps.db,
@@ -48,9 +48,11 @@ export function createDecoder(deps: { db: string; converters: Record<CapturedTab
     commit_ts_ms: tx?.commitTsMs ?? null,
     snapshot: false,
   });
+  const position = (): StreamPosition => ({ lsn: tx?.commitLsn ?? 0n, seq: tx ? tx.seq++ : 0 });
   const event = (table: CapturedTable, op: ChangeEvent['op'], before: Row | null, after: Row | null): StreamItem => ({
     kind: 'event',
     event: { table, op, key: keyOf(table, (after ?? before)!), before, after, ts_ms: now(), source: source(table) },
+    position: position(),
   });
 
   return {
@@ -62,7 +64,13 @@ export function createDecoder(deps: { db: string; converters: Record<CapturedTab
       switch (m.tag) {
         case 'begin':
           // pgoutput's commit time is microseconds since the epoch, as a BigInt.
-          tx = { xid: m.xid, lsn: m.commitLsn ?? '0/0', commitTsMs: Number(BigInt(m.commitTime as bigint) / 1000n) };
+          tx = {
+            xid: m.xid,
+            lsn: m.commitLsn ?? '0/0',
+            commitLsn: m.commitLsn ? parseLsn(m.commitLsn) : 0n,
+            commitTsMs: Number(BigInt(m.commitTime as bigint) / 1000n),
+            seq: 0,
+          };
           return [];
         case 'commit': {
           tx = null;
@@ -100,7 +108,7 @@ export function createDecoder(deps: { db: string; converters: Record<CapturedTab
               const table = r.name as CapturedTable;
               const key: Row = {};
               for (const k of PRIMARY_KEYS[table]) key[k] = '';
-              return { kind: 'event', event: { table, op: 't', key, before: null, after: null, ts_ms: now(), source: source(table) } };
+              return { kind: 'event', event: { table, op: 't', key, before: null, after: null, ts_ms: now(), source: source(table) }, position: position() };
             });
         case 'message':
           // Non-transactional heartbeat messages give an LSN to confirm while the captured tables are idle.

@@ -22,6 +22,19 @@ export interface SourceInfo {
   snapshot: boolean;
 }
 
+/**
+ * Where an event stands in the stream: its transaction's commit LSN, then its place in the transaction. A
+ * replayed transaction yields the same positions, so a restart can skip what Kafka already has.
+ */
+export interface StreamPosition {
+  lsn: bigint;
+  seq: number;
+}
+
+export function positionAfter(a: StreamPosition, b: StreamPosition): boolean {
+  return a.lsn > b.lsn || (a.lsn === b.lsn && a.seq > b.seq);
+}
+
 export interface ChangeEvent {
   table: CapturedTable;
   op: Op;

@@ -7,7 +7,8 @@ import { FleetSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { createKafka } from '../kafka/client.js';
 import { fastDefaultPartitioner } from '../kafka/partitioner.js';
-import { CAPTURED_TABLES, topicFor, type CapturedTable, type ChangeEvent } from './events.js';
+import { ensureTopics } from '../kafka/topics.js';
+import { CAPTURED_TABLES, topicFor, type CapturedTable, type ChangeEvent, type StreamPosition } from './events.js';
 
 export interface ChangeRecord {
   topic: string;
@@ -17,11 +18,23 @@ export interface ChangeRecord {
   value: Buffer | null;
 }
 
+/** The last event a publish carried, stored with it atomically (exactly-once): a restart skips up to it. */
+export interface PublishedMark {
+  /** The snapshot the stream started from: a mark of an older slot never applies to a new one. */
+  scope: string;
+  position: StreamPosition;
+}
+
 export interface Publisher {
   /** Creates the captured tables' topics when missing; returns their partition counts. */
   ensureTopics(): Promise<Record<CapturedTable, number>>;
-  /** Resolves once Kafka acknowledged every record (acks=all); rejects with a retriable error otherwise. */
-  publish(records: ChangeRecord[]): Promise<void>;
+  /**
+   * Resolves once Kafka acknowledged every record (acks=all); rejects with a retriable error otherwise. With
+   * exactly-once, the records and the mark commit in one Kafka transaction, or neither does.
+   */
+  publish(records: ChangeRecord[], mark?: PublishedMark): Promise<void>;
+  /** The mark of the last committed publish (exactly-once only; null otherwise or when there is none). */
+  lastMark(): Promise<PublishedMark | null>;
   close(): Promise<void>;
 }
 
@@ -47,50 +60,65 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
   const { config } = deps;
   const log = deps.log.child({ module: 'publisher' });
   const kafka = createKafka(config, log, '-source');
+  const exactlyOnce = config.CDC_EXACTLY_ONCE;
+  // One transactional id per slot: a restarted or standby source fences the one before it, whose open
+  // transaction the broker aborts. The mark lives in the offsets of a group of the same name, committed in the
+  // same transaction as the events (Kafka's transactional offset commit), on a one-partition topic of its own.
+  const transactionalId = `fleet-sync.source.${config.TOPIC_PREFIX}.${config.CDC_SLOT}`;
+  const markTopic = `${config.TOPIC_PREFIX}.fleet_sync.source_marks`;
   let producer: Producer | null = null;
   let admin: Admin | null = null;
+
+  const connectedAdmin = async (): Promise<Admin> => {
+    if (admin) return admin;
+    const a = kafka.admin();
+    await a.connect();
+    admin = a;
+    return a;
+  };
 
   const connectedProducer = async (): Promise<Producer> => {
     if (producer) return producer;
     const p = kafka.producer({
       idempotent: true,
       maxInFlightRequests: 1,
+      ...(exactlyOnce ? { transactionalId } : {}),
       // Same partition for a key as kafkajs's DefaultPartitioner, without its 64-bit Long arithmetic.
       createPartitioner: fastDefaultPartitioner,
-      retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 5_000 },
+      // A transaction begun right after the previous commit often meets CONCURRENT_TRANSACTIONS while the broker
+      // writes the commit markers: retried after 300 ms by default (kafkajs), which was the p99 latency.
+      retry: { retries: 10, initialRetryTime: 10, maxRetryTime: 5_000 },
     });
     await p.connect();
     producer = p;
     return p;
   };
 
+  const dropProducer = async () => {
+    // The producer may be wedged after a broker outage: start a fresh one (which fences its own past) for the retry.
+    const stale = producer;
+    producer = null;
+    await stale?.disconnect().catch(() => {});
+  };
+
   return {
     async ensureTopics() {
-      admin ??= kafka.admin();
-      await admin.connect();
+      const a = await connectedAdmin();
       const topics = CAPTURED_TABLES.map((t) => topicFor(config.TOPIC_PREFIX, t));
-      const existing = new Set(await admin.listTopics());
-      const missing = topics.filter((t) => !existing.has(t));
-      const created = missing.length > 0 && await admin.createTopics({
-        waitForLeaders: true,
-        topics: missing.map((topic) => ({
-          topic,
-          numPartitions: config.TOPIC_PARTITIONS,
-          replicationFactor: config.TOPIC_REPLICATION_FACTOR,
-          configEntries: [{ name: 'cleanup.policy', value: config.TOPIC_CLEANUP_POLICY }],
-        })),
-      });
-      if (created) log.info({ topics: missing }, 'topics created');
-      // Connected now, so the first change does not wait for the producer's handshake and idempotence id.
+      const created = await ensureTopics(a, config, topics);
+      if (exactlyOnce) created.push(...(await ensureTopics(a, { ...config, TOPIC_PARTITIONS: 1 }, [markTopic], 'compact')));
+      if (created.length > 0) log.info({ topics: created }, 'topics created');
+      // Connected now, so the first change does not wait for the producer's handshake (and, transactional, so a
+      // zombie's transaction is fenced off before anyone reads the last mark).
       await connectedProducer();
-      const metadata = await admin.fetchTopicMetadata({ topics });
+      const metadata = await a.fetchTopicMetadata({ topics });
       const partitions = {} as Record<CapturedTable, number>;
       for (const t of metadata.topics) {
         partitions[t.name.slice(config.TOPIC_PREFIX.length + '.public.'.length) as CapturedTable] = t.partitions.length;
       }
       return partitions;
     },
-    async publish(records) {
+    async publish(records, mark) {
       if (records.length === 0) return;
       // A ChangeRecord is a kafkajs Message already (kafkajs ignores the extra `topic`): no copy per record.
       const byTopic = new Map<string, Message[]>();
@@ -99,20 +127,42 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
         if (!list) byTopic.set(r.topic, (list = []));
         list.push(r);
       }
+      const batch = { acks: -1, compression: CompressionTypes.None, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) };
       try {
         const p = await connectedProducer();
-        await p.sendBatch({
-          acks: -1,
-          compression: CompressionTypes.None,
-          topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
-        });
+        if (!exactlyOnce) {
+          await p.sendBatch(batch);
+          return;
+        }
+        const transaction = await p.transaction();
+        try {
+          await transaction.sendBatch(batch);
+          if (mark) {
+            const metadata = JSON.stringify({ scope: mark.scope, lsn: mark.position.lsn.toString(), seq: mark.position.seq });
+            // `metadata` is the offset commit's own field (TxnOffsetCommit); kafkajs passes it through untyped.
+            const partition = { partition: 0, offset: '0', metadata };
+            await transaction.sendOffsets({ consumerGroupId: transactionalId, topics: [{ topic: markTopic, partitions: [partition] }] });
+          }
+          await transaction.commit();
+        } catch (e) {
+          await transaction.abort().catch(() => {});
+          throw e;
+        }
       } catch (e) {
-        // The producer may be wedged after a broker outage: start a fresh one for the retry.
-        const stale = producer;
-        producer = null;
-        await stale?.disconnect().catch(() => {});
+        await dropProducer();
         throw new FleetSyncError('KAFKA_UNAVAILABLE', `Kafka did not acknowledge ${records.length} records: ${(e as Error).message}`, { cause: e });
       }
+    },
+    async lastMark() {
+      if (!exactlyOnce) return null;
+      // Fence first: a zombie's open transaction (and its mark) must be aborted before the mark is read.
+      await connectedProducer();
+      const a = await connectedAdmin();
+      const [topic] = await a.fetchOffsets({ groupId: transactionalId, topics: [markTopic] });
+      const metadata = topic?.partitions.find((p) => p.partition === 0)?.metadata;
+      if (!metadata) return null;
+      const parsed = JSON.parse(metadata) as { scope: string; lsn: string; seq: number };
+      return { scope: parsed.scope, position: { lsn: BigInt(parsed.lsn), seq: parsed.seq } };
     },
     async close() {
       await producer?.disconnect().catch(() => {});

@@ -1,6 +1,6 @@
 // Publishing retried until Kafka takes it: the source never moves past an event Kafka has not acknowledged.
 import type { Logger } from '../log.js';
-import type { ChangeRecord, Publisher } from './publisher.js';
+import type { ChangeRecord, PublishedMark, Publisher } from './publisher.js';
 
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -16,10 +16,10 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /** Resolves when Kafka has every record; rejects only when `giveUp` aborts (the records stay unacknowledged). */
-export async function publishUntilAcknowledged(publisher: Publisher, records: ChangeRecord[], log: Logger, giveUp: AbortSignal): Promise<void> {
+export async function publishUntilAcknowledged(publisher: Publisher, records: ChangeRecord[], log: Logger, giveUp: AbortSignal, mark?: PublishedMark): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await publisher.publish(records);
+      await publisher.publish(records, mark);
       if (attempt > 1) log.info({ attempt, records: records.length }, 'Kafka acknowledged after retrying');
       return;
     } catch (e) {

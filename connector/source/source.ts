@@ -113,9 +113,11 @@ export function startSource(deps: SourceDeps): SourceHandle {
         });
       }
 
+      const { rows: stateRows } = await pool.query<{ snapshot_lsn: string }>('SELECT snapshot_lsn FROM fleet_sync_source_state WHERE slot_name = $1', [config.CDC_SLOT]);
+      const scope = stateRows[0]?.snapshot_lsn ?? '';
       for (let attempt = 1; !stopController.signal.aborted; attempt++) {
         try {
-          await streamChanges({ config, pool, log: deps.log, metrics, registry, publisher, partitions, converters, db }, stopController.signal, giveUp.signal);
+          await streamChanges({ config, pool, log: deps.log, metrics, registry, publisher, partitions, converters, db, scope }, stopController.signal, giveUp.signal);
           attempt = 0;
         } catch (e) {
           if (stopController.signal.aborted) break;

@@ -7,7 +7,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { createDecoder, HEARTBEAT_PREFIX } from './decoder.js';
-import { formatLsn, parseLsn, type CapturedTable } from './events.js';
+import { formatLsn, parseLsn, positionAfter, type CapturedTable, type StreamPosition } from './events.js';
 import { toRecords, type ChangeRecord, type Publisher } from './publisher.js';
 import { publishUntilAcknowledged, sleep } from './retry.js';
 import type { RowConverter } from './rows.js';
@@ -22,10 +22,12 @@ export interface StreamDeps {
   partitions: Record<CapturedTable, number>;
   converters: Record<CapturedTable, RowConverter>;
   db: string;
+  /** The snapshot LSN of the slot: scopes the exactly-once marks to this slot's stream. */
+  scope: string;
 }
 
 type Item =
-  | { kind: 'event'; table: CapturedTable; op: string; records: ChangeRecord[] }
+  | { kind: 'event'; table: CapturedTable; op: string; records: ChangeRecord[]; position: StreamPosition }
   | { kind: 'checkpoint'; lsn: bigint };
 
 /**
@@ -53,6 +55,11 @@ export async function streamChanges(deps: StreamDeps, stop: AbortSignal, giveUp:
   );
   const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [config.CDC_PUBLICATION], messages: true });
   const decoder = createDecoder({ db: deps.db, converters: deps.converters });
+  // Exactly-once: the slot replays from the last LSN PostgreSQL confirmed, which can be behind what Kafka
+  // committed (a crash between the two). Events up to the last committed mark are in Kafka already: skip them.
+  const mark = await publisher.lastMark();
+  let skipThrough = mark && mark.scope === deps.scope ? mark.position : null;
+  if (skipThrough) log.info({ lsn: formatLsn(skipThrough.lsn), seq: skipThrough.seq }, 'skipping what Kafka already has');
 
   const queue: Item[] = [];
   let queuedEvents = 0;
@@ -89,8 +96,12 @@ export async function streamChanges(deps: StreamDeps, stop: AbortSignal, giveUp:
         if (item.kind === 'checkpoint') {
           queue.push(item);
         } else {
+          if (skipThrough) {
+            if (!positionAfter(item.position, skipThrough)) continue;
+            skipThrough = null;
+          }
           const e = item.event;
-          queue.push({ kind: 'event', table: e.table, op: e.op, records: toRecords(e, registry, config.TOPIC_PREFIX, partitions) });
+          queue.push({ kind: 'event', table: e.table, op: e.op, records: toRecords(e, registry, config.TOPIC_PREFIX, partitions), position: item.position });
           queuedEvents++;
         }
       }
@@ -118,18 +129,22 @@ export async function streamChanges(deps: StreamDeps, stop: AbortSignal, giveUp:
       let events = 0;
       let taken = 0;
       let checkpoint: bigint | null = null;
+      let last: StreamPosition | null = null;
       for (; taken < queue.length; taken++) {
         const item = queue[taken]!;
         if (item.kind === 'checkpoint') checkpoint = item.lsn;
         else if (events === maxBatch) break;
-        else events++;
+        else {
+          events++;
+          last = item.position;
+        }
       }
       const batch = queue.splice(0, taken);
       queuedEvents -= events;
       signalIntake();
       const records: ChangeRecord[] = [];
       for (const item of batch) if (item.kind === 'event') for (const r of item.records) records.push(r);
-      await publishUntilAcknowledged(publisher, records, log, giveUp);
+      await publishUntilAcknowledged(publisher, records, log, giveUp, last ? { scope: deps.scope, position: last } : undefined);
       // One counter update per table and op per batch, not per event.
       const produced = new Map<string, { table: CapturedTable; op: string; n: number }>();
       for (const item of batch) {

@@ -117,8 +117,9 @@ try {
   const timed: Publisher = {
     ensureTopics: () => kafka.ensureTopics(),
     close: () => kafka.close(),
-    async publish(records) {
-      await kafka.publish(records);
+    lastMark: () => kafka.lastMark(),
+    async publish(records, mark) {
+      await kafka.publish(records, mark);
       const now = performance.now();
       for (const r of records) {
         if (!r.value) continue;
