@@ -154,7 +154,7 @@ try {
   await live.stop();
   latencies.sort((a, b) => a - b);
 
-  console.log(`bench:source  (PostgreSQL -> Kafka, ${config.TOPIC_PARTITIONS} partitions, acks=all, idempotent producer)`);
+  console.log(`bench:source  (PostgreSQL -> Kafka, ${config.TOPIC_PARTITIONS} partitions, acks=all, ${config.CDC_EXACTLY_ONCE ? "a Kafka transaction per batch (exactly once)" : "idempotent producer"})`);
   console.log(`  throughput: ${fmt(N)} changes in ${fmt(seconds, 1)} s = ${fmt(N / seconds)} changes/s sustained (target >= 50,000)`);
   console.log(`  CPU of the source process: ${fmt(cpuSeconds, 1)} s = ${fmt((cpuSeconds * 1e6) / N, 1)} µs per change (start-up included)`);
   console.log(`  peak RSS of the source process: ${fmt(peakRssKb / 1024)} MB through the ${fmt(N)}-change burst (target <= 300)`);
