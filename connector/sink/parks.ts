@@ -58,8 +58,13 @@ export async function loadParks(pool: pg.Pool, parks: ParkDirectory, ids?: strin
     ? await pool.query('SELECT * FROM call_center_parks WHERE park_id = ANY($1::text[])', [ids])
     : await pool.query('SELECT * FROM call_center_parks');
   for (const row of rows) parks.merge(parkFromRow(row));
+  const found = new Set(rows.map((r) => String(r.park_id)));
   for (const id of ids ?? []) {
-    if (!parks.get(id)) parks.merge({ park_id: id, project_id: '', role_map: {}, yandex_team_role_id: null, enabled: false, revoke_on_disable: false, version: -1 });
+    if (found.has(id)) continue;
+    const known = parks.get(id);
+    // A row gone from the table: the park is off with revoke, whatever the directory last heard.
+    if (known?.enabled) parks.remove(id, known.version);
+    else if (!known) parks.merge({ park_id: id, project_id: '', role_map: {}, yandex_team_role_id: null, enabled: false, revoke_on_disable: false, version: -1 });
   }
 }
 

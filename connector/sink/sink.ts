@@ -259,8 +259,9 @@ export function startSink(deps: SinkDeps): SinkHandle {
     });
     await group.run({
       // kafkajs commits only offsets resolved above (after the call center has the events), plus the ones it
-      // resolves itself for batches of nothing but transaction markers.
+      // resolves itself for batches of nothing but transaction markers; after every batch (threshold 1).
       autoCommit: true,
+      autoCommitThreshold: 1,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: Math.max(1, config.TOPIC_PARTITIONS),
       eachBatch: async (payload) => {

@@ -63,6 +63,8 @@ export function createDecoder(deps: { db: string; converters: Record<CapturedTab
     decode(m) {
       switch (m.tag) {
         case 'begin':
+          // Positions (exactly-once) order by the commit LSN: a transaction without one cannot be placed.
+          if (!m.commitLsn) throw new Error(`transaction ${m.xid} arrived without its commit LSN`);
           // pgoutput's commit time is microseconds since the epoch, as a BigInt.
           tx = {
             xid: m.xid,

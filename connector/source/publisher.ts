@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import { createKafka } from '../kafka/client.js';
 import { fastDefaultPartitioner } from '../kafka/partitioner.js';
 import { ensureTopics } from '../kafka/topics.js';
-import { CAPTURED_TABLES, topicFor, type CapturedTable, type ChangeEvent, type StreamPosition } from './events.js';
+import { CAPTURED_TABLES, positionAfter, topicFor, type CapturedTable, type ChangeEvent, type StreamPosition } from './events.js';
 
 export interface ChangeRecord {
   topic: string;
@@ -90,8 +90,24 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
       retry: { retries: 10, initialRetryTime: 10, maxRetryTime: 5_000 },
     });
     await p.connect();
+    if (exactlyOnce) {
+      // kafkajs registers the transactional id only at the first transaction: do it now, so that a zombie with
+      // the same id is fenced (its open transaction aborted, a commit in flight finished) before the mark is read.
+      const fence = await p.transaction();
+      await fence.abort();
+    }
     producer = p;
     return p;
+  };
+
+  /** Another source with this slot's transactional id took over: this one must stop, not fight it. */
+  const fenced = (e: unknown): boolean => {
+    for (let c: unknown = e; c; c = (c as { cause?: unknown; originalError?: unknown }).cause ?? (c as { originalError?: unknown }).originalError) {
+      const type = (c as { type?: string }).type;
+      if (type === 'INVALID_PRODUCER_EPOCH' || type === 'PRODUCER_FENCED' || type === 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED') return true;
+      if (c === (c as { cause?: unknown }).cause) break;
+    }
+    return false;
   };
 
   const dropProducer = async () => {
@@ -150,6 +166,17 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
         }
       } catch (e) {
         await dropProducer();
+        if (exactlyOnce && fenced(e)) {
+          throw new FleetSyncError('SOURCE_FENCED', `another source took over slot ${config.CDC_SLOT} (Kafka fenced this producer)`, { cause: e });
+        }
+        // A commit whose answer was lost may have landed: the mark tells (read after fencing our own past).
+        if (exactlyOnce && mark) {
+          const landed = await this.lastMark().catch(() => null);
+          if (landed && landed.scope === mark.scope && !positionAfter(mark.position, landed.position)) {
+            log.warn({ records: records.length }, 'the transaction committed although its answer was lost');
+            return;
+          }
+        }
         throw new FleetSyncError('KAFKA_UNAVAILABLE', `Kafka did not acknowledge ${records.length} records: ${(e as Error).message}`, { cause: e });
       }
     },
@@ -161,8 +188,13 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
       const [topic] = await a.fetchOffsets({ groupId: transactionalId, topics: [markTopic] });
       const metadata = topic?.partitions.find((p) => p.partition === 0)?.metadata;
       if (!metadata) return null;
-      const parsed = JSON.parse(metadata) as { scope: string; lsn: string; seq: number };
-      return { scope: parsed.scope, position: { lsn: BigInt(parsed.lsn), seq: parsed.seq } };
+      try {
+        const parsed = JSON.parse(metadata) as { scope: string; lsn: string; seq: number };
+        return { scope: parsed.scope, position: { lsn: BigInt(parsed.lsn), seq: Number(parsed.seq) } };
+      } catch {
+        log.error({ group: transactionalId, metadata }, 'the stream mark is unreadable: ignoring it (events since the last confirmed LSN may repeat)');
+        return null;
+      }
     },
     async close() {
       await producer?.disconnect().catch(() => {});

@@ -1,4 +1,5 @@
 // Publishing retried until Kafka takes it: the source never moves past an event Kafka has not acknowledged.
+import { isFleetSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ChangeRecord, PublishedMark, Publisher } from './publisher.js';
 
@@ -23,7 +24,7 @@ export async function publishUntilAcknowledged(publisher: Publisher, records: Ch
       if (attempt > 1) log.info({ attempt, records: records.length }, 'Kafka acknowledged after retrying');
       return;
     } catch (e) {
-      if (giveUp.aborted) throw e;
+      if (giveUp.aborted || (isFleetSyncError(e) && !e.retriable)) throw e;
       const delayMs = Math.min(200 * 2 ** Math.min(attempt - 1, 5), 5_000);
       log.warn({ attempt, delayMs, records: records.length, err: (e as Error).message }, 'publishing to Kafka failed; retrying');
       await sleep(delayMs, giveUp);

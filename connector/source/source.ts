@@ -3,6 +3,7 @@
 import pg from 'pg';
 import { loadSchemaRegistry, type SchemaRegistry } from '../avro/registry.js';
 import type { Config } from '../config.js';
+import { isFleetSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { rowConverters } from './decoder.js';
@@ -113,14 +114,21 @@ export function startSource(deps: SourceDeps): SourceHandle {
         });
       }
 
+      // The marks of exactly-once belong to this slot's stream on this database: a new slot, or a restored or
+      // re-initialised cluster (whose LSNs start over), must never skip by an old mark.
       const { rows: stateRows } = await pool.query<{ snapshot_lsn: string }>('SELECT snapshot_lsn FROM fleet_sync_source_state WHERE slot_name = $1', [config.CDC_SLOT]);
-      const scope = stateRows[0]?.snapshot_lsn ?? '';
+      // pg_control_* need pg_monitor (or superuser); without it the slot's snapshot LSN alone scopes the marks.
+      const cluster = await pool
+        .query<{ id: string }>(`SELECT system_identifier::text || '/' || (SELECT timeline_id FROM pg_control_checkpoint()) AS id FROM pg_control_system()`)
+        .then(({ rows: r }) => r[0]?.id ?? '', () => '');
+      const scope = `${cluster}/${stateRows[0]?.snapshot_lsn ?? ''}`;
       for (let attempt = 1; !stopController.signal.aborted; attempt++) {
         try {
           await streamChanges({ config, pool, log: deps.log, metrics, registry, publisher, partitions, converters, db, scope }, stopController.signal, giveUp.signal);
           attempt = 0;
         } catch (e) {
           if (stopController.signal.aborted) break;
+          if (isFleetSyncError(e, 'SOURCE_FENCED')) throw e;
           const delayMs = Math.min(250 * 2 ** Math.min(attempt, 6), 10_000);
           log.warn({ err: (e as Error).message, attempt, delayMs }, 'replication session ended; reconnecting');
           await sleep(delayMs, stopController.signal);

@@ -59,6 +59,11 @@ export async function streamChanges(deps: StreamDeps, stop: AbortSignal, giveUp:
   // committed (a crash between the two). Events up to the last committed mark are in Kafka already: skip them.
   const mark = await publisher.lastMark();
   let skipThrough = mark && mark.scope === deps.scope ? mark.position : null;
+  const { rows: walRows } = await deps.pool.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+  if (skipThrough && skipThrough.lsn > parseLsn(walRows[0]!.lsn)) {
+    log.error({ mark: formatLsn(skipThrough.lsn), wal: walRows[0]!.lsn }, 'the stream mark is ahead of the database: ignoring it (was the database restored?)');
+    skipThrough = null;
+  }
   if (skipThrough) log.info({ lsn: formatLsn(skipThrough.lsn), seq: skipThrough.seq }, 'skipping what Kafka already has');
 
   const queue: Item[] = [];
