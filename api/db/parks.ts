@@ -2,19 +2,15 @@
 // because every write is a change event the sink acts on (backfill, re-sync, revocation).
 import type pg from 'pg';
 import { FleetSyncError } from '../../connector/errors.js';
+import type { ParkSync } from '../../connector/sink/desired.js';
 
 export interface RoleMapping {
   role_id: string;
   call_center_role_id: string;
 }
 
-export interface SyncRow {
-  park_id: string;
-  project_id: string;
-  role_map: Record<string, string>;
-  yandex_team_role_id: string | null;
-  enabled: boolean;
-  revoke_on_disable: boolean;
+/** A call_center_parks row: the sink's view of a park, plus the timestamps the api answers with. */
+export interface SyncRow extends Omit<ParkSync, 'version'> {
   enabled_at: Date | null;
   disabled_at: Date | null;
   updated_at: Date;
