@@ -26,6 +26,8 @@ export function createKafka(config: Pick<Config, 'KAFKA_BROKERS' | 'KAFKA_CLIENT
         const { message, ...fields } = entry;
         // The source re-sends a batch itself after the producer gives up, so this warning is noise to an operator.
         if (message.startsWith('Limiting retries for the idempotent producer')) return kafkaLog.debug(fields, message);
+        // A transaction begun while the broker still writes the previous one's markers is retried at once: routine.
+        if (String(fields.error ?? message).includes('another concurrent operation on the same transaction')) return kafkaLog.debug(fields, message);
         kafkaLog[level === logLevel.ERROR ? 'warn' : (LEVELS[level] ?? 'info')](fields, message);
       },
   });

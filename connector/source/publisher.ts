@@ -59,7 +59,7 @@ export function toRecords(event: ChangeEvent, registry: SchemaRegistry, prefix: 
 export function createKafkaPublisher(deps: { config: Config; log: Logger }): Publisher {
   const { config } = deps;
   const log = deps.log.child({ module: 'publisher' });
-  const kafka = createKafka(config, log, '-source');
+  const kafka = createKafka(config, deps.log, '-source');
   const exactlyOnce = config.CDC_EXACTLY_ONCE;
   // One transactional id per slot: a restarted or standby source fences the one before it, whose open
   // transaction the broker aborts. The mark lives in the offsets of a group of the same name, committed in the
