@@ -61,7 +61,8 @@ async function seed(p: Pipeline) {
 describe('sink under call-center faults', () => {
   let p: Pipeline;
   beforeAll(async () => {
-    p = await startPipeline({ overrides: { CALL_CENTER_RETRY_BASE_MS: '10', CALL_CENTER_RETRY_MAX_MS: '200' } });
+    // A short session timeout, so that the outage test below outlasts it several times over.
+    p = await startPipeline({ overrides: { CALL_CENTER_RETRY_BASE_MS: '10', CALL_CENTER_RETRY_MAX_MS: '200', SINK_SESSION_TIMEOUT_MS: '6000' } });
     await seed(p);
     await waitFor(() => p.sink!.isReady(), { what: 'the sink to consume', timeoutMs: 60_000 });
   });
@@ -98,6 +99,21 @@ describe('sink under call-center faults', () => {
     } finally {
       await dlq.stop();
     }
+  });
+
+  it('a call-center outage longer than the consumer session: nothing is skipped or dead-lettered, and it converges after', async () => {
+    await waitForConvergence(p, 'a quiet start');
+    p.sim.setFaults({ errorRate: 1, rateLimitRate: 0, latencyMs: 0, rejectUids: [] });
+    const outageStart = Date.now();
+    const before = p.sim.calls().faulted;
+    await burst(p, 300, 'uid-outage-');
+    // The outage lasts past twice the session timeout (6 s) while the sink keeps retrying.
+    await waitFor(() => Date.now() - outageStart > 13_000 && p.sim.calls().faulted > before + 100, { what: 'a long outage', timeoutMs: 30_000, intervalMs: 500 });
+    expect(await groupCaughtUp(p)).toBe(false);
+    p.sim.setFaults({ errorRate: 0 });
+    await waitForConvergence(p, 'convergence after the outage', 60_000);
+    await waitFor(() => groupCaughtUp(p), { what: 'the sink to commit every event', timeoutMs: 30_000 });
+    expect(await deadLetterCount(p)).toBe(2); // the two of the refused uid, from the test before
   });
 
   it('drift written straight into the call center: the next sweep repairs and counts it; a sweep with nothing to fix writes nothing', async () => {
