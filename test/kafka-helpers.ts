@@ -21,7 +21,7 @@ export interface TopicReader<T = Record<string, unknown>> {
 }
 
 /** A consumer of its own group that collects every message of `topics` from the beginning. */
-export async function readTopics<T = Record<string, unknown>>(brokers: string, topics: string[], options: { decode?: boolean } = {}): Promise<TopicReader<T>> {
+export async function readTopics<T = Record<string, unknown>>(brokers: string, topics: string[]): Promise<TopicReader<T>> {
   const kafka = new Kafka({ clientId: 'test-reader', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
   const admin = kafka.admin();
   await admin.connect();
@@ -33,7 +33,6 @@ export async function readTopics<T = Record<string, unknown>>(brokers: string, t
   await consumer.connect();
   await consumer.subscribe({ topics, fromBeginning: true });
   const messages: ReadMessage<T>[] = [];
-  const decode = options.decode !== false;
   await consumer.run({
     eachBatch: async ({ batch }) => {
       for (const m of batch.messages) {
@@ -43,8 +42,8 @@ export async function readTopics<T = Record<string, unknown>>(brokers: string, t
           topic: batch.topic,
           partition: batch.partition,
           offset: m.offset,
-          key: m.key && decode ? (registry.decode(m.key).value as Record<string, unknown>) : null,
-          value: m.value === null ? null : decode ? (registry.decode(m.value).value as T) : (m.value as unknown as T),
+          key: m.key ? (registry.decode(m.key).value as Record<string, unknown>) : null,
+          value: m.value === null ? null : (registry.decode(m.value).value as T),
           headers,
         });
       }

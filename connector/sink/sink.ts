@@ -270,19 +270,19 @@ export function startSink(deps: SinkDeps): SinkHandle {
         // A call-center outage can hold a batch for any length of time: stay in the group meanwhile.
         const beat = setInterval(() => void payload.heartbeat().catch(() => {}), 3_000);
         try {
-        for (let attempt = 1; ; attempt++) {
-          try {
-            if (batch.topic === topics.users) await handleUsers(payload);
-            else if (batch.topic === topics.parks) await handleParks(payload);
-            // roles: a deleted role reaches its users as their own change (the foreign key sets role_id to null).
-            break;
-          } catch (e) {
-            if (stopping.signal.aborted || !payload.isRunning() || payload.isStale()) return; // uncommitted: replayed
-            const delayMs = Math.min(200 * 2 ** Math.min(attempt, 7), 10_000);
-            log.warn({ topic: batch.topic, partition: batch.partition, attempt, delayMs, err: (e as Error).message, code: isFleetSyncError(e) ? e.code : undefined }, 'batch failed; retrying');
-            await sleep(delayMs, stopping.signal);
+          for (let attempt = 1; ; attempt++) {
+            try {
+              if (batch.topic === topics.users) await handleUsers(payload);
+              else if (batch.topic === topics.parks) await handleParks(payload);
+              // roles: a deleted role reaches its users as their own change (the foreign key sets role_id to null).
+              break;
+            } catch (e) {
+              if (stopping.signal.aborted || !payload.isRunning() || payload.isStale()) return; // uncommitted: replayed
+              const delayMs = Math.min(200 * 2 ** Math.min(attempt, 7), 10_000);
+              log.warn({ topic: batch.topic, partition: batch.partition, attempt, delayMs, err: (e as Error).message, code: isFleetSyncError(e) ? e.code : undefined }, 'batch failed; retrying');
+              await sleep(delayMs, stopping.signal);
+            }
           }
-        }
         } finally {
           clearInterval(beat);
         }

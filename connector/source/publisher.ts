@@ -117,6 +117,23 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
     await stale?.disconnect().catch(() => {});
   };
 
+  async function lastMark(): Promise<PublishedMark | null> {
+    if (!exactlyOnce) return null;
+    // Fence first: a zombie's open transaction (and its mark) must be aborted before the mark is read.
+    await connectedProducer();
+    const a = await connectedAdmin();
+    const [topic] = await a.fetchOffsets({ groupId: transactionalId, topics: [markTopic] });
+    const metadata = topic?.partitions.find((p) => p.partition === 0)?.metadata;
+    if (!metadata) return null;
+    try {
+      const parsed = JSON.parse(metadata) as { scope: string; lsn: string; seq: number };
+      return { scope: parsed.scope, position: { lsn: BigInt(parsed.lsn), seq: Number(parsed.seq) } };
+    } catch {
+      log.error({ group: transactionalId, metadata }, 'the stream mark is unreadable: ignoring it (events since the last confirmed LSN may repeat)');
+      return null;
+    }
+  }
+
   return {
     async ensureTopics() {
       const a = await connectedAdmin();
@@ -171,7 +188,7 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
         }
         // A commit whose answer was lost may have landed: the mark tells (read after fencing our own past).
         if (exactlyOnce && mark) {
-          const landed = await this.lastMark().catch(() => null);
+          const landed = await lastMark().catch(() => null);
           if (landed && landed.scope === mark.scope && !positionAfter(mark.position, landed.position)) {
             log.warn({ records: records.length }, 'the transaction committed although its answer was lost');
             return;
@@ -180,22 +197,7 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
         throw new FleetSyncError('KAFKA_UNAVAILABLE', `Kafka did not acknowledge ${records.length} records: ${(e as Error).message}`, { cause: e });
       }
     },
-    async lastMark() {
-      if (!exactlyOnce) return null;
-      // Fence first: a zombie's open transaction (and its mark) must be aborted before the mark is read.
-      await connectedProducer();
-      const a = await connectedAdmin();
-      const [topic] = await a.fetchOffsets({ groupId: transactionalId, topics: [markTopic] });
-      const metadata = topic?.partitions.find((p) => p.partition === 0)?.metadata;
-      if (!metadata) return null;
-      try {
-        const parsed = JSON.parse(metadata) as { scope: string; lsn: string; seq: number };
-        return { scope: parsed.scope, position: { lsn: BigInt(parsed.lsn), seq: Number(parsed.seq) } };
-      } catch {
-        log.error({ group: transactionalId, metadata }, 'the stream mark is unreadable: ignoring it (events since the last confirmed LSN may repeat)');
-        return null;
-      }
-    },
+    lastMark,
     async close() {
       await producer?.disconnect().catch(() => {});
       await admin?.disconnect().catch(() => {});

@@ -1,10 +1,8 @@
 // Benchmark of the api (npm run bench:api): users/list pages and park/on toggles against a seeded park of 100,000 users.
 // Uses DATABASE_URL if set, else starts scripts/services; works in a throwaway database it drops at the end.
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { request } from 'undici';
 import { startApi } from '../../api/main.js';
@@ -12,6 +10,7 @@ import { loadConfig } from '../../connector/config.js';
 import { migrate } from '../../connector/db/migrate.js';
 import { createLogger } from '../../connector/log.js';
 import { createMetrics } from '../../connector/metrics.js';
+import { ensureServices } from './common.js';
 
 const USERS = 100_000;
 const PAGE = 100;
@@ -43,15 +42,6 @@ type Autocannon = (options: {
 }) => Promise<AutocannonResult>;
 const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
 
-function serviceEnv(): { databaseUrl: string; kafkaBrokers: string } {
-  if (process.env.DATABASE_URL) return { databaseUrl: process.env.DATABASE_URL, kafkaBrokers: process.env.KAFKA_BROKERS ?? '127.0.0.1:9092' };
-  const script = fileURLToPath(new URL('../services', import.meta.url));
-  const out = execFileSync(script, ['up'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  const env = Object.fromEntries([...out.matchAll(/^export (\w+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]));
-  if (!env.DATABASE_URL) throw new Error(`scripts/services up printed no DATABASE_URL:\n${out}`);
-  return { databaseUrl: env.DATABASE_URL, kafkaBrokers: env.KAFKA_BROKERS ?? '127.0.0.1:9092' };
-}
-
 /**
  * Runs one load and prints it. The api's event-loop busy time per request is printed too: on a shared machine the
  * requests/s say how much CPU the benchmark got, the busy time says what one request costs the api.
@@ -68,7 +58,7 @@ async function measure(name: string, options: Parameters<Autocannon>[0]): Promis
 }
 
 async function main(): Promise<void> {
-  const { databaseUrl, kafkaBrokers } = serviceEnv();
+  const { databaseUrl, kafkaBrokers } = ensureServices();
   const dbName = `fs_bench_${randomBytes(4).toString('hex')}`;
   const admin = new pg.Client({ connectionString: databaseUrl });
   await admin.connect();

@@ -50,3 +50,8 @@ export function median(values: number[]): number {
 export function fmt(n: number, digits = 0): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
+
+/** The environment of a benchmark's fleet-sync processes: its own database, slot, topics and consumer group. */
+export function stageEnv(databaseUrl: string, kafkaBrokers: string, name: string): NodeJS.ProcessEnv {
+  return { ...process.env, DATABASE_URL: databaseUrl, KAFKA_BROKERS: kafkaBrokers, TOPIC_PREFIX: name, CDC_SLOT: name, SINK_GROUP_ID: name, LOG_LEVEL: 'warn' };
+}

@@ -12,7 +12,7 @@ import { createLogger } from '../../connector/log.js';
 import { createMetrics } from '../../connector/metrics.js';
 import { createSyncContext } from '../../connector/sink/context.js';
 import { createSimulator } from '../../test/simulator/simulator.js';
-import { ensureServices, fmt, freshDatabase, percentile } from './common.js';
+import { ensureServices, fmt, freshDatabase, percentile, stageEnv } from './common.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -55,15 +55,9 @@ const sim = createSimulator({
 });
 const simUrl = await sim.start();
 const env = {
-  ...process.env,
-  DATABASE_URL: db.url,
-  KAFKA_BROKERS: kafkaBrokers,
-  TOPIC_PREFIX: dbName,
-  CDC_SLOT: dbName,
-  SINK_GROUP_ID: dbName,
+  ...stageEnv(db.url, kafkaBrokers, dbName),
   CALL_CENTER_URL: simUrl,
   CALL_CENTER_TOKEN: TOKEN,
-  LOG_LEVEL: 'warn',
   RECONCILE_INTERVAL_S: '3600',
 };
 const config = loadConfig(env);

@@ -14,7 +14,7 @@ import { createLogger } from '../../connector/log.js';
 import { createMetrics } from '../../connector/metrics.js';
 import { createKafkaPublisher, type Publisher } from '../../connector/source/publisher.js';
 import { startSource } from '../../connector/source/source.js';
-import { ensureServices, fmt, freshDatabase, percentile } from './common.js';
+import { ensureServices, fmt, freshDatabase, percentile, stageEnv } from './common.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -34,14 +34,7 @@ const { databaseUrl, kafkaBrokers } = ensureServices();
 const dbName = `bench_source_${Date.now().toString(36)}`;
 const db = await freshDatabase(databaseUrl, dbName);
 const pool = new pg.Pool({ connectionString: db.url, max: 4 });
-const env = {
-  ...process.env,
-  DATABASE_URL: db.url,
-  KAFKA_BROKERS: kafkaBrokers,
-  TOPIC_PREFIX: dbName,
-  CDC_SLOT: dbName,
-  LOG_LEVEL: 'warn',
-};
+const env = stageEnv(db.url, kafkaBrokers, dbName);
 const config = loadConfig(env);
 const log = createLogger('warn');
 
