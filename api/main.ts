@@ -5,6 +5,7 @@ import type { Logger } from '../connector/log.js';
 import { createMetrics, type Metrics } from '../connector/metrics.js';
 import { buildApp } from './app.js';
 import { callCenterProbe, kafkaProbe } from './readiness.js';
+import type { ReadinessCheck } from './routes/health.js';
 
 const PROBE_TIMEOUT_MS = 2_000;
 
@@ -15,7 +16,17 @@ export interface RunningApi {
   url: string;
 }
 
-export async function startApi(config: Config, log: Logger, metrics: Metrics = createMetrics()): Promise<RunningApi> {
+export interface StartApiDeps {
+  config: Config;
+  log: Logger;
+  metrics?: Metrics;
+  /** Readiness of the stages running beside the api in one process (`all`): e.g. a source that is not streaming. */
+  stageReadiness?: Record<string, ReadinessCheck>;
+}
+
+export async function startApi(deps: StartApiDeps): Promise<RunningApi> {
+  const { config, log } = deps;
+  const metrics = deps.metrics ?? createMetrics();
   const apiLog = log.child({ module: 'api' });
   const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 10, connectionTimeoutMillis: 5_000 });
   // An idle client losing its connection emits here; without a listener that would crash the process.
@@ -26,7 +37,7 @@ export async function startApi(config: Config, log: Logger, metrics: Metrics = c
     pool,
     log,
     metrics,
-    readiness: { kafka: () => kafka.check(), callCenter: callCenterProbe(config, PROBE_TIMEOUT_MS) },
+    readiness: { kafka: () => kafka.check(), callCenter: callCenterProbe(config, PROBE_TIMEOUT_MS), ...deps.stageReadiness },
     readinessTimeoutMs: PROBE_TIMEOUT_MS + 500,
   });
   try {

@@ -1,18 +1,18 @@
 // `fleet-sync <command>`: one main per command, each wiring its stages from the validated configuration.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pg from 'pg';
-import { startApi } from '../api/main.js';
+import { startApi, type StartApiDeps } from '../api/main.js';
 import { parkStatuses } from '../api/db/status.js';
 import { loadConfig, type Config } from './config.js';
 import { migrate } from './db/migrate.js';
-import { isFleetSyncError } from './errors.js';
+import { FleetSyncError, isFleetSyncError } from './errors.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { startSweepLoop } from './reconcile/schedule.js';
 import { replay, resolveTopic } from './replay.js';
-import { createSyncContext } from './sink/context.js';
 import { startSink } from './sink/sink.js';
 import { startSource } from './source/source.js';
+import { createSyncStack, type SyncStack } from './wiring.js';
 
 interface Stoppable {
   done: Promise<void>;
@@ -37,14 +37,18 @@ function fatal(log: Logger, e: unknown): never {
   process.exit(1);
 }
 
-/** Runs long-lived stages until SIGTERM/SIGINT, then stops them (flushing and acknowledging) and exits 0. */
-async function runUntilSignalled(log: Logger, stages: Stoppable[]): Promise<never> {
+/**
+ * Runs long-lived stages until SIGTERM/SIGINT, then stops them (flushing and acknowledging), closes what they
+ * shared, and exits 0.
+ */
+async function runUntilSignalled(log: Logger, stages: Stoppable[], shared?: Pick<SyncStack, 'close'>): Promise<never> {
   let stopping = false;
   const stopAll = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
     await Promise.allSettled(stages.map((s) => s.stop()));
+    await shared?.close().catch(() => {});
   };
   process.once('SIGTERM', () => void stopAll('SIGTERM'));
   process.once('SIGINT', () => void stopAll('SIGINT'));
@@ -62,8 +66,9 @@ async function runUntilSignalled(log: Logger, stages: Stoppable[]): Promise<neve
   process.exit(0);
 }
 
-async function apiStage(config: Config, log: Logger, metrics: Metrics): Promise<Stoppable> {
-  const api = await startApi(config, log, metrics);
+async function apiStage(deps: StartApiDeps): Promise<Stoppable> {
+  const { log } = deps;
+  const api = await startApi(deps);
   let stopped!: () => void;
   const done = new Promise<void>((r) => (stopped = r));
   log.info({ url: api.url }, 'api listening');
@@ -110,9 +115,10 @@ program
   .description('apply the change events to the call center (and sweep every RECONCILE_INTERVAL_S)')
   .action(async () => {
     const { config, log, metrics } = setup();
-    const sink = startSink({ config, log, metrics });
-    const sweeps = startSweepLoop({ reconciler: sink.reconciler, intervalS: config.RECONCILE_INTERVAL_S, log });
-    await runUntilSignalled(log, [sink, sweeps]);
+    const stack = createSyncStack({ config, log, metrics });
+    const sink = startSink({ config, log, metrics, ...stack });
+    const sweeps = startSweepLoop({ reconciler: stack.reconciler, intervalS: config.RECONCILE_INTERVAL_S, log });
+    await runUntilSignalled(log, [sink, sweeps], stack);
   });
 
 program
@@ -122,23 +128,24 @@ program
   .option('--once', 'one sweep, then exit (default: every RECONCILE_INTERVAL_S)')
   .action(async (opts: { park?: string; once?: boolean }) => {
     const { config, log, metrics } = setup();
-    const context = createSyncContext({ config, log, metrics });
+    const stack = createSyncStack({ config, log, metrics });
+    const { sync, reconciler } = stack;
     try {
-      await context.loadParks();
-      if (opts.park && !context.parks.get(opts.park)) throw new Error(`park ${opts.park} has no call_center_parks row: turn it on first`);
+      await sync.loadParks();
+      if (opts.park && !sync.parks.get(opts.park)) throw new FleetSyncError('PARK_NOT_FOUND', `park ${opts.park} has no call_center_parks row: turn it on first`);
       const sweepOnce = async () => {
-        if (opts.park) return new Map([[opts.park, await context.reconciler.reconcilePark(opts.park, 'manual')]]);
-        return context.reconciler.sweepAll('manual');
+        if (opts.park) return new Map([[opts.park, await reconciler.reconcilePark(opts.park, 'manual')]]);
+        return reconciler.sweepAll('manual');
       };
       if (opts.once) {
         const results = await sweepOnce();
         process.stdout.write(`${JSON.stringify(Object.fromEntries(results), null, 2)}\n`);
-        await context.close();
+        await stack.close();
         log.flush();
         return;
       }
-      const loop = startSweepLoop({ reconciler: opts.park ? { ...context.reconciler, sweepAll: sweepOnce } : context.reconciler, intervalS: config.RECONCILE_INTERVAL_S, log, immediately: true });
-      await runUntilSignalled(log, [{ done: loop.done, stop: async () => (await loop.stop(), await context.close()) }]);
+      const loop = startSweepLoop({ reconciler: opts.park ? { ...reconciler, sweepAll: sweepOnce } : reconciler, intervalS: config.RECONCILE_INTERVAL_S, log, immediately: true });
+      await runUntilSignalled(log, [loop], stack);
     } catch (e) {
       fatal(log, e);
     }
@@ -150,7 +157,7 @@ program
   .action(async () => {
     const { config, log, metrics } = setup();
     try {
-      await runUntilSignalled(log, [await apiStage(config, log, metrics)]);
+      await runUntilSignalled(log, [await apiStage({ config, log, metrics })]);
     } catch (e) {
       fatal(log, e);
     }
@@ -162,10 +169,11 @@ program
   .action(async () => {
     const { config, log, metrics } = setup();
     try {
+      const stack = createSyncStack({ config, log, metrics });
       const source = startSource({ config, log, metrics });
-      const sink = startSink({ config, log, metrics });
-      const sweeps = startSweepLoop({ reconciler: sink.reconciler, intervalS: config.RECONCILE_INTERVAL_S, log });
-      await runUntilSignalled(log, [source, sink, sweeps, await apiStage(config, log, metrics)]);
+      const sink = startSink({ config, log, metrics, ...stack });
+      const sweeps = startSweepLoop({ reconciler: stack.reconciler, intervalS: config.RECONCILE_INTERVAL_S, log });
+      await runUntilSignalled(log, [source, sink, sweeps, await apiStage({ config, log, metrics })], stack);
     } catch (e) {
       fatal(log, e);
     }
@@ -195,7 +203,12 @@ program
     try {
       const from =
         opts.fromOffset !== undefined ? { kind: 'offset' as const, offset: opts.fromOffset } : opts.fromTime !== undefined ? { kind: 'time' as const, ms: opts.fromTime } : { kind: 'beginning' as const };
-      await replay({ config, log, metrics }, { topic: resolveTopic(config, opts.topic), from, to: opts.to, ...(opts.park ? { park: opts.park } : {}) });
+      const stack = opts.to === 'callcenter' ? createSyncStack({ config, log, metrics }) : undefined;
+      try {
+        await replay({ config, log, ...(stack ? { apply: stack } : {}) }, { topic: resolveTopic(config, opts.topic), from, to: opts.to, ...(opts.park ? { park: opts.park } : {}) });
+      } finally {
+        await stack?.close();
+      }
       log.flush();
       process.exit(0);
     } catch (e) {

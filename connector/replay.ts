@@ -6,9 +6,9 @@ import type { Config } from './config.js';
 import { FleetSyncError } from './errors.js';
 import { createKafka } from './kafka/client.js';
 import type { Logger } from './log.js';
-import type { Metrics } from './metrics.js';
-import { createSyncContext } from './sink/context.js';
-import { CAPTURED_TABLES, topicFor, type DecodedEnvelope } from './source/events.js';
+import type { SyncContext } from './sync/context.js';
+import type { Reconciler } from './sync/reconciler.js';
+import { CAPTURED_TABLES, topicFor, type DecodedEnvelope } from './events.js';
 
 export interface ReplayOptions {
   topic: string;
@@ -24,8 +24,15 @@ export function resolveTopic(config: Config, name: string): string {
   return (CAPTURED_TABLES as readonly string[]).includes(name) ? topicFor(config.TOPIC_PREFIX, name) : name;
 }
 
+export interface ReplayDeps {
+  config: Config;
+  log: Logger;
+  /** For `to: 'callcenter'`: the applier and the reconciler the events are re-applied through (closed by the caller). */
+  apply?: { sync: SyncContext; reconciler: Reconciler };
+}
+
 /** Returns how many events it read (after the park filter). */
-export async function replay(deps: { config: Config; log: Logger; metrics: Metrics }, options: ReplayOptions): Promise<number> {
+export async function replay(deps: ReplayDeps, options: ReplayOptions): Promise<number> {
   const { config } = deps;
   const log = deps.log.child({ module: 'replay', topic: options.topic });
   const registry = loadSchemaRegistry();
@@ -54,7 +61,8 @@ export async function replay(deps: { config: Config; log: Logger; metrics: Metri
   log.info({ total, to: options.to, park: options.park }, 'replay started');
   if (pending.size === 0) return 0;
 
-  const context = options.to === 'callcenter' ? createSyncContext(deps) : null;
+  if (options.to === 'callcenter' && !deps.apply) throw new FleetSyncError('BAD_REQUEST', 'a replay to the call center needs the applier');
+  const apply = options.to === 'callcenter' ? deps.apply : undefined;
   const out = options.out ?? process.stdout;
   const consumer = kafka.consumer({ groupId: `${config.SINK_GROUP_ID}.replay.${randomBytes(6).toString('hex')}`, maxWaitTimeInMs: 100 });
   let read = 0;
@@ -95,8 +103,8 @@ export async function replay(deps: { config: Config; log: Logger; metrics: Metri
             }
           }
           // Parks may have been toggled since the last batch: a uid's grants depend on all of them.
-          if (context && uids.size > 0) await context.loadParks().then(() => context.applier.syncUids(uids));
-          if (context) for (const parkId of parkIds) await context.reconciler.reconcilePark(parkId, 'replay');
+          if (apply && uids.size > 0) await apply.sync.loadParks().then(() => apply.sync.applier.syncUids(uids));
+          if (apply) for (const parkId of parkIds) await apply.reconciler.reconcilePark(parkId, 'replay');
           if (Date.now() - lastReport > 2_000) {
             lastReport = Date.now();
             log.info({ read, total, percent: Math.round((100 * read) / Math.max(total, 1)) }, 'replay progress');
@@ -110,7 +118,6 @@ export async function replay(deps: { config: Config; log: Logger; metrics: Metri
     await finished;
   } finally {
     await consumer.disconnect();
-    await context?.close();
   }
   log.info({ read, kept }, 'replay done');
   return kept;

@@ -396,11 +396,11 @@ describe('graceful shutdown over a real socket', () => {
   });
 
   it('startApi listens, answers health, reports an unreachable call center in readyz, and closes', async () => {
-    const api = await startApi(
-      { ...deps.config, API_HOST: '127.0.0.1', API_PORT: 0, CALL_CENTER_URL: 'http://127.0.0.1:9' },
-      deps.log,
-      createMetrics({ defaultMetrics: false }),
-    );
+    const api = await startApi({
+      config: { ...deps.config, API_HOST: '127.0.0.1', API_PORT: 0, CALL_CENTER_URL: 'http://127.0.0.1:9' },
+      log: deps.log,
+      metrics: createMetrics({ defaultMetrics: false }),
+    });
     try {
       expect((await httpRequest(`${api.url}/healthz`)).statusCode).toBe(200);
       const ready = await httpRequest(`${api.url}/readyz`);

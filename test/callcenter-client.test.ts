@@ -5,7 +5,7 @@ import { isFleetSyncError, type FleetSyncError } from '../connector/errors.js';
 import { createLogger } from '../connector/log.js';
 import { createMetrics } from '../connector/metrics.js';
 import { waitFor } from './helpers.js';
-import { createSimulator, type Simulator } from './simulator/simulator.js';
+import { createSimulator, type Simulator } from '../simulator/simulator.js';
 
 const TOKEN = 'sEcReT-cc-t0ken-4c1d';
 const logLines: string[] = [];

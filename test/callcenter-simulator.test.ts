@@ -1,6 +1,6 @@
 // The call-center simulator speaks SPEC §5 faithfully over HTTP, and injects the faults it is told to.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createSimulator, type Simulator } from './simulator/simulator.js';
+import { createSimulator, type Simulator } from '../simulator/simulator.js';
 
 const TOKEN = 'sim-test-token';
 let sim: Simulator;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { desiredGrants, grantKey, profileChanged, rolesInPark, type ParkSync, type UserRow } from '../connector/sink/desired.js';
+import { desiredGrants, grantKey, profileChanged, rolesInPark, type ParkSync, type UserRow } from '../connector/sync/desired.js';
 
 const park: ParkSync = {
   park_id: 'p1',

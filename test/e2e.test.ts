@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../api/app.js';
 import { replay } from '../connector/replay.js';
-import { topicFor } from '../connector/source/events.js';
+import { topicFor } from '../connector/events.js';
 import { testLogger, waitFor } from './helpers.js';
 import { heldGrants, startPipeline, waitForConvergence, type Pipeline } from './pipeline.js';
 
@@ -68,7 +68,7 @@ describe('end to end: api → PostgreSQL → source → Kafka → sink → call 
       },
     });
     const kept = await replay(
-      { config: p.config, log: testLogger(), metrics: p.metrics },
+      { config: p.config, log: testLogger() },
       { topic: topicFor(p.config.TOPIC_PREFIX, 'users'), from: { kind: 'beginning' }, to: 'stdout', park: 'p1', out },
     );
     expect(kept).toBe(lines.length);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createParkDirectory, parkFromRow } from '../connector/sink/parks.js';
+import { createParkDirectory, parkFromRow } from '../connector/sync/parks.js';
 
 const row = (version: number, enabled: boolean) => ({ park_id: 'p1', project_id: 'proj', role_map: '{"r1":"cc"}', enabled, revoke_on_disable: true, version: String(version) });
 

@@ -6,7 +6,9 @@ import type { Config } from '../connector/config.js';
 import { createMetrics, type Metrics } from '../connector/metrics.js';
 import { startSink, type SinkHandle } from '../connector/sink/sink.js';
 import { startSource, type SourceHandle } from '../connector/source/source.js';
-import { createSimulator, type Simulator } from './simulator/simulator.js';
+import type { Reconciler } from '../connector/sync/reconciler.js';
+import { createSyncStack, type SyncStack } from '../connector/wiring.js';
+import { createSimulator, type Simulator } from '../simulator/simulator.js';
 import { createTestDatabase, testConfig, testLogger, waitFor, type TestDatabase } from './helpers.js';
 
 export const CC_TOKEN = 'test-call-center-token';
@@ -17,6 +19,9 @@ export interface Pipeline {
   sim: Simulator;
   source: SourceHandle;
   sink: SinkHandle | null;
+  /** The sink's shared pieces (pool, park directory, applier) and its reconciler, built as the `sink` command does. */
+  stack: SyncStack | null;
+  reconciler(): Reconciler;
   metrics: Metrics;
   startSink(): SinkHandle;
   stop(): Promise<void>;
@@ -36,21 +41,32 @@ export async function startPipeline(options: { sink?: boolean; overrides?: Recor
   });
   const metrics = createMetrics({ defaultMetrics: false });
   const source = startSource({ config, log: testLogger(), metrics });
+  let stackClosed: Promise<void> = Promise.resolve();
   const pipeline: Pipeline = {
     db,
     config,
     sim,
     source,
     sink: null,
+    stack: null,
+    reconciler() {
+      if (!pipeline.stack) throw new Error('the sink was not started');
+      return pipeline.stack.reconciler;
+    },
     metrics,
     startSink() {
-      const sink = startSink({ config, log: testLogger(), metrics });
+      const stack = createSyncStack({ config, log: testLogger(), metrics });
+      const sink = startSink({ config, log: testLogger(), metrics, ...stack });
+      // The pool outlives the sink's last query: closed once the sink is done, awaited by stop().
+      stackClosed = sink.done.catch(() => {}).then(() => stack.close());
+      pipeline.stack = stack;
       sink.done.catch((e: Error) => console.error(`sink failed: ${e.stack ?? e.message}`));
       pipeline.sink = sink;
       return sink;
     },
     async stop() {
       await pipeline.sink?.stop();
+      await stackClosed;
       await source.stop();
       await sim.stop();
       await db.drop();

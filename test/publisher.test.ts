@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSchemaRegistry } from '../connector/avro/registry.js';
 import { isFleetSyncError } from '../connector/errors.js';
 import { createKafkaPublisher, toRecords, type Publisher } from '../connector/source/publisher.js';
-import type { ChangeEvent } from '../connector/source/events.js';
+import type { ChangeEvent } from '../connector/events.js';
 import { createTestDatabase, testConfig, testLogger, waitFor, type TestDatabase } from './helpers.js';
 
 const registry = loadSchemaRegistry();

@@ -123,7 +123,7 @@ describe('sink under call-center faults', () => {
     const rightRoles = p.sim.rolesOf('proj-1', wrong);
     p.sim.setRolesByHand('proj-1', wrong, ['cc-wrong']);
     p.sim.setRolesByHand('proj-1', gone, []);
-    const counts = await p.sink!.reconciler.reconcilePark('p1', 'interval');
+    const counts = await p.reconciler().reconcilePark('p1', 'interval');
     expect(counts.corrected_grants).toBe(2);
     expect(p.sim.rolesOf('proj-1', wrong)).toEqual(rightRoles);
     await waitForConvergence(p, 'the repaired drift', 5_000);
@@ -131,7 +131,7 @@ describe('sink under call-center faults', () => {
     expect(rows[0]).toEqual({ corrected_grants: 2, error: null });
 
     p.sim.resetCalls();
-    const quiet = await p.sink!.reconciler.reconcilePark('p1', 'interval');
+    const quiet = await p.reconciler().reconcilePark('p1', 'interval');
     expect(quiet.corrected_grants + quiet.corrected_profiles + quiet.revoked).toBe(0);
     expect(quiet.in_sync).toBeGreaterThan(0);
     expect(p.sim.calls().writes).toBe(0);

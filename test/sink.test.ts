@@ -115,7 +115,7 @@ describe('sink: changes reach the call center by the SPEC §5 rules', () => {
     const { rows } = await q(`SELECT count(*)::int AS n FROM reconcile_runs WHERE park_id = 'p2' AND reason = 'park_off' AND finished_at IS NOT NULL`);
     expect(rows[0].n).toBe(1);
     // and a sweep of everything may not touch them either
-    await p.sink!.reconciler.sweepAll('interval');
+    await p.reconciler().sweepAll('interval');
     expect(heldGrants(p.sim)['proj-2b']).toEqual(held);
   });
 

@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../connector/config.js';
 import { isFleetSyncError } from '../connector/errors.js';
 import { createMetrics } from '../connector/metrics.js';
-import { topicFor } from '../connector/source/events.js';
+import { topicFor } from '../connector/events.js';
 import { startSource, type SourceHandle } from '../connector/source/source.js';
 import { createTestDatabase, testConfig, testLogger, waitFor, type TestDatabase } from './helpers.js';
 import { readTopics, type TopicReader } from './kafka-helpers.js';

@@ -4,7 +4,7 @@ import { loadSchemaRegistry } from '../connector/avro/registry.js';
 import type { Config } from '../connector/config.js';
 import { createMetrics } from '../connector/metrics.js';
 import { rowConverters } from '../connector/source/decoder.js';
-import { topicFor, type CapturedTable } from '../connector/source/events.js';
+import { topicFor, type CapturedTable } from '../connector/events.js';
 import { startSource, type SourceHandle } from '../connector/source/source.js';
 import { createTestDatabase, testConfig, testLogger, waitFor, type TestDatabase } from './helpers.js';
 import { readTopics, type TopicReader } from './kafka-helpers.js';

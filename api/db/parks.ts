@@ -2,7 +2,7 @@
 // because every write is a change event the sink acts on (backfill, re-sync, revocation).
 import type pg from 'pg';
 import { FleetSyncError } from '../../connector/errors.js';
-import type { ParkSync } from '../../connector/sink/desired.js';
+import type { ParkSync } from '../../connector/sync/desired.js';
 
 export interface RoleMapping {
   role_id: string;

@@ -1,7 +1,7 @@
 // SQL of the status route: every park in call_center_parks with its grants, last applied event and last sweep.
 // The sink and the sweep write these tables (migrations/002); the api only reads them.
 import type pg from 'pg';
-import type { SweepCounts } from '../../connector/reconcile/sweep.js';
+import type { SweepCounts } from '../../connector/sync/reconciler.js';
 import { SYNC_COLUMNS, type SyncRow } from './parks.js';
 
 export interface ParkStatusRow extends SyncRow {

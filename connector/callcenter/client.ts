@@ -6,6 +6,7 @@ import type { Config } from '../config.js';
 import { FleetSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { sleepOrThrow } from '../time.js';
 
 export interface CallCenterProfile {
   login: string;
@@ -292,20 +293,9 @@ function abortedReason(signals: readonly (AbortSignal | undefined)[]): { reason:
   return undefined;
 }
 
+/** Waits `ms`; rejects with the reason of the first of `signals` to abort (a call given up must not go on). */
 function sleep(ms: number, signals: readonly (AbortSignal | undefined)[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const stop = abortedReason(signals);
-    if (stop) return reject(stop.reason);
-    const unhook = onAbort(signals, (reason) => {
-      clearTimeout(timer);
-      unhook();
-      reject(reason);
-    });
-    const timer = setTimeout(() => {
-      unhook();
-      resolve();
-    }, ms);
-  });
+  return sleepOrThrow(ms, AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined)));
 }
 
 /** At most `max` requests in flight; the rest wait first come, first served. */

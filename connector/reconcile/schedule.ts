@@ -1,7 +1,7 @@
 // Runs the sweep of every syncing park on an interval inside a long-running process.
 import type { Logger } from '../log.js';
-import { sleep } from '../source/retry.js';
-import type { Reconciler } from './sweep.js';
+import { sleep } from '../time.js';
+import type { Reconciler } from '../sync/reconciler.js';
 
 export interface SweepLoop {
   done: Promise<void>;

@@ -5,20 +5,11 @@ import type pg from 'pg';
 import type { CallCenterClient } from '../callcenter/client.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { Applier, UidOutcome } from '../sink/applier.js';
-import { grantKey, sameRoles } from '../sink/desired.js';
-import { loadParks, refreshPark, type ParkDirectory } from '../sink/parks.js';
-import { grantedUids, usersOfPark } from '../sink/store.js';
-
-export interface SweepCounts {
-  checked: number;
-  in_sync: number;
-  corrected_profiles: number;
-  corrected_grants: number;
-  revoked: number;
-  skipped_no_uid: number;
-  failed: number;
-}
+import type { Applier, UidOutcome } from '../sync/applier.js';
+import { grantKey, sameRoles } from '../sync/desired.js';
+import { loadParks, refreshPark, type ParkDirectory } from '../sync/parks.js';
+import type { Reconciler, SweepCounts, SweepOptions } from '../sync/reconciler.js';
+import { grantedUids, usersOfPark } from '../sync/store.js';
 
 export interface ReconcilerDeps {
   pool: pg.Pool;
@@ -28,12 +19,6 @@ export interface ReconcilerDeps {
   log: Logger;
   metrics: Metrics;
   pageSize: number;
-}
-
-export interface Reconciler {
-  reconcilePark(parkId: string, reason: string, options?: { signal?: AbortSignal; onProgress?: () => void }): Promise<SweepCounts>;
-  /** Every park that syncs, plus parks turned off with revoke that still have grants. */
-  sweepAll(reason: string, options?: { signal?: AbortSignal }): Promise<Map<string, SweepCounts>>;
 }
 
 const zero = (): SweepCounts => ({ checked: 0, in_sync: 0, corrected_profiles: 0, corrected_grants: 0, revoked: 0, skipped_no_uid: 0, failed: 0 });
@@ -101,7 +86,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     );
   }
 
-  async function sweepEnabled(projectId: string, parkId: string, counts: SweepCounts, plog: Logger, options: { signal?: AbortSignal; onProgress?: () => void }) {
+  async function sweepEnabled(projectId: string, parkId: string, counts: SweepCounts, plog: Logger, options: SweepOptions) {
     // What the call center has in the project, by grantKey.
     const actual = new Map<string, string[]>();
     let cursor: string | undefined;

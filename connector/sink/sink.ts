@@ -5,7 +5,6 @@ import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import type { Consumer, EachBatchPayload, KafkaMessage, Producer } from 'kafkajs';
 import { loadSchemaRegistry, type SchemaRegistry } from '../avro/registry.js';
-import type { CallCenterClient } from '../callcenter/client.js';
 import type { Config } from '../config.js';
 import { isFleetSyncError } from '../errors.js';
 import { createKafka } from '../kafka/client.js';
@@ -13,14 +12,13 @@ import { fastDefaultPartitioner } from '../kafka/partitioner.js';
 import { deadLetterTopic, ensureTopics } from '../kafka/topics.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { Reconciler } from '../reconcile/sweep.js';
-import { CAPTURED_TABLES, topicFor, type DecodedEnvelope } from '../source/events.js';
-import { sleep } from '../source/retry.js';
-import type { Applier } from './applier.js';
-import { createSyncContext } from './context.js';
-import { profileChanged, type UserRow } from './desired.js';
-import { loadParks, parkFromRow, type ParkDirectory } from './parks.js';
-import { grantedUids, recordProgress, type ParkProgress } from './store.js';
+import { CAPTURED_TABLES, topicFor, type DecodedEnvelope } from '../events.js';
+import { sleep } from '../time.js';
+import type { SyncContext } from '../sync/context.js';
+import { profileChanged, type UserRow } from '../sync/desired.js';
+import { loadParks, parkFromRow } from '../sync/parks.js';
+import type { Reconciler } from '../sync/reconciler.js';
+import { grantedUids, recordProgress, type ParkProgress } from '../sync/store.js';
 
 type Envelope = DecodedEnvelope;
 
@@ -28,7 +26,10 @@ export interface SinkDeps {
   config: Config;
   log: Logger;
   metrics: Metrics;
-  client?: CallCenterClient;
+  /** The shared pool, park directory and applier; owned (and closed) by the caller. */
+  sync: SyncContext;
+  /** Sweeps a park when its sync settings change (the backfill, or the revocation). */
+  reconciler: Reconciler;
 }
 
 export interface SinkHandle {
@@ -36,9 +37,6 @@ export interface SinkHandle {
   stop(): Promise<void>;
   /** True once the park directory caught up with the call_center_parks topic and the group consumer runs. */
   isReady(): boolean;
-  parks: ParkDirectory;
-  reconciler: Reconciler;
-  applier: Applier;
 }
 
 const asUser = (row: Record<string, unknown> | null): UserRow | null => (row ? (row as unknown as UserRow) : null);
@@ -47,8 +45,8 @@ export function startSink(deps: SinkDeps): SinkHandle {
   const { config, metrics } = deps;
   const log = deps.log.child({ module: 'sink' });
   const registry: SchemaRegistry = loadSchemaRegistry();
-  const context = createSyncContext(deps);
-  const { pool, parks, applier, reconciler } = context;
+  const { pool, parks, applier } = deps.sync;
+  const { reconciler } = deps;
   const kafka = createKafka(config, deps.log, '-sink');
   const stopping = new AbortController();
   setMaxListeners(0, stopping.signal);
@@ -304,14 +302,10 @@ export function startSink(deps: SinkDeps): SinkHandle {
     await group?.disconnect().catch(() => {});
     await parksTail?.disconnect().catch(() => {});
     await dlqProducer?.disconnect().catch(() => {});
-    await context.close();
   });
 
   return {
     done,
-    parks,
-    reconciler,
-    applier,
     isReady: () => ready,
     async stop() {
       stopping.abort();

@@ -2,7 +2,7 @@
 import type { Pgoutput } from 'pg-logical-replication';
 import type { SchemaRegistry } from '../avro/registry.js';
 import type { Logger } from '../log.js';
-import { CAPTURED_TABLES, PRIMARY_KEYS, isCapturedTable, parseLsn, type CapturedTable, type ChangeEvent, type Row, type StreamPosition } from './events.js';
+import { CAPTURED_TABLES, PRIMARY_KEYS, isCapturedTable, parseLsn, type CapturedTable, type ChangeEvent, type Row, type StreamPosition } from '../events.js';
 import { createRowConverter, type RowConverter } from './rows.js';
 import type avro from 'avsc';
 

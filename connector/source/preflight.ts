@@ -3,7 +3,7 @@ import type pg from 'pg';
 import type { Config } from '../config.js';
 import { FleetSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { CAPTURED_TABLES } from './events.js';
+import { CAPTURED_TABLES } from '../events.js';
 
 export interface SlotState {
   exists: boolean;

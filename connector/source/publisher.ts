@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import { createKafka } from '../kafka/client.js';
 import { fastDefaultPartitioner } from '../kafka/partitioner.js';
 import { ensureTopics } from '../kafka/topics.js';
-import { CAPTURED_TABLES, positionAfter, topicFor, type CapturedTable, type ChangeEvent, type StreamPosition } from './events.js';
+import { CAPTURED_TABLES, positionAfter, topicFor, type CapturedTable, type ChangeEvent, type StreamPosition } from '../events.js';
 
 export interface ChangeRecord {
   topic: string;

@@ -1,20 +1,8 @@
 // Publishing retried until Kafka takes it: the source never moves past an event Kafka has not acknowledged.
 import { isFleetSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { sleep } from '../time.js';
 import type { ChangeRecord, PublishedMark, Publisher } from './publisher.js';
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}
 
 /** Resolves when Kafka has every record; rejects only when `giveUp` aborts (the records stay unacknowledged). */
 export async function publishUntilAcknowledged(publisher: Publisher, records: ChangeRecord[], log: Logger, giveUp: AbortSignal, mark?: PublishedMark): Promise<void> {

@@ -2,7 +2,7 @@
 // timestamps to epoch milliseconds, jsonb to JSON text, columns the schema does not know dropped with one warning.
 import type avro from 'avsc';
 import type { Logger } from '../log.js';
-import type { CapturedTable, Row } from './events.js';
+import type { CapturedTable, Row } from '../events.js';
 
 /**
  * node-postgres gives timestamptz as Date, jsonb as parsed JSON and bigint as text; the Avro rows carry epoch ms,

@@ -3,7 +3,7 @@
 import pg from 'pg';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
-import { CAPTURED_TABLES, type CapturedTable, type ChangeEvent } from './events.js';
+import { CAPTURED_TABLES, type CapturedTable, type ChangeEvent } from '../events.js';
 import { keyOf } from './decoder.js';
 import type { RowConverter } from './rows.js';
 

@@ -9,7 +9,8 @@ import type { Metrics } from '../metrics.js';
 import { rowConverters } from './decoder.js';
 import { preflight } from './preflight.js';
 import { createKafkaPublisher, toRecords, type Publisher } from './publisher.js';
-import { publishUntilAcknowledged, sleep } from './retry.js';
+import { sleep } from '../time.js';
+import { publishUntilAcknowledged } from './retry.js';
 import { dropSlot, takeSnapshot } from './snapshot.js';
 import { streamChanges } from './stream.js';
 

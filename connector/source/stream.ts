@@ -7,9 +7,10 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { createDecoder, HEARTBEAT_PREFIX } from './decoder.js';
-import { formatLsn, parseLsn, positionAfter, type CapturedTable, type StreamPosition } from './events.js';
+import { formatLsn, parseLsn, positionAfter, type CapturedTable, type StreamPosition } from '../events.js';
 import { toRecords, type ChangeRecord, type Publisher } from './publisher.js';
-import { publishUntilAcknowledged, sleep } from './retry.js';
+import { sleep } from '../time.js';
+import { publishUntilAcknowledged } from './retry.js';
 import type { RowConverter } from './rows.js';
 
 export interface StreamDeps {

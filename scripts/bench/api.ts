@@ -93,7 +93,7 @@ async function main(): Promise<void> {
       API_RATE_LIMIT_PER_MINUTE: '100000000',
       LOG_LEVEL: 'warn',
     });
-    api = await startApi(config, log, createMetrics());
+    api = await startApi({ config, log, metrics: createMetrics() });
     const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
 
     // Real cursors from one walk of the park, so the load reads pages all over the index, not only the first.

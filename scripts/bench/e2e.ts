@@ -10,8 +10,8 @@ import pg from 'pg';
 import { loadConfig } from '../../connector/config.js';
 import { createLogger } from '../../connector/log.js';
 import { createMetrics } from '../../connector/metrics.js';
-import { createSyncContext } from '../../connector/sink/context.js';
-import { createSimulator } from '../../test/simulator/simulator.js';
+import { createSyncStack } from '../../connector/wiring.js';
+import { createSimulator } from '../../simulator/simulator.js';
 import { ensureServices, fmt, freshDatabase, percentile, stageEnv } from './common.js';
 
 const { values: args } = parseArgs({
@@ -146,12 +146,12 @@ try {
     sim.setRolesByHand('proj-2', `sw-${g}`, ['cc-op']);
   }
   sim.resetCalls();
-  const context = createSyncContext({ config, log: createLogger('warn'), metrics: createMetrics({ defaultMetrics: false }) });
-  await context.loadParks();
+  const stack = createSyncStack({ config, log: createLogger('warn'), metrics: createMetrics({ defaultMetrics: false }) });
+  await stack.sync.loadParks();
   const sweepStart = performance.now();
-  const counts = await context.reconciler.reconcilePark('p2', 'bench');
+  const counts = await stack.reconciler.reconcilePark('p2', 'manual');
   const sweepSeconds = (performance.now() - sweepStart) / 1000;
-  await context.close();
+  await stack.close();
   const calls = sim.calls();
   summary.push(
     `  sweep of an in-sync park of ${fmt(SWEEP_USERS)} users: ${fmt(sweepSeconds, 1)} s, ${fmt(calls.reads)} read calls, ${fmt(calls.writes)} write calls; checked ${fmt(counts.checked)}, in sync ${fmt(counts.in_sync)}, corrected ${counts.corrected_grants + counts.corrected_profiles + counts.revoked} (target <= 30 s, 0 writes)`,

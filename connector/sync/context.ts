@@ -1,11 +1,10 @@
 // What the sink, the sweep and the replay share to reach the call center: one pool, one client, the park
-// directory, the applier and the reconciler, wired once.
+// directory and the applier. A command's main builds it once and hands it to its stages.
 import pg from 'pg';
 import { callCenterClientDepsFromConfig, createCallCenterClient, type CallCenterClient } from '../callcenter/client.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { createReconciler, type Reconciler } from '../reconcile/sweep.js';
 import { createApplier, type Applier } from './applier.js';
 import { createKeyedLock } from './locks.js';
 import { createParkDirectory, loadParks, type ParkDirectory } from './parks.js';
@@ -15,7 +14,6 @@ export interface SyncContext {
   client: CallCenterClient;
   parks: ParkDirectory;
   applier: Applier;
-  reconciler: Reconciler;
   /** Fills the park directory from the table: for processes that do not follow the call_center_parks topic. */
   loadParks(): Promise<void>;
   close(): Promise<void>;
@@ -29,13 +27,11 @@ export function createSyncContext(deps: { config: Config; log: Logger; metrics: 
   const client = deps.client ?? createCallCenterClient(callCenterClientDepsFromConfig(config, deps.log, metrics));
   const parks = createParkDirectory();
   const applier = createApplier({ pool, client, parks, locks: createKeyedLock(), log: deps.log, metrics, maxInFlight: config.SINK_MAX_IN_FLIGHT_USERS });
-  const reconciler = createReconciler({ pool, client, applier, parks, log: deps.log, metrics, pageSize: config.RECONCILE_PAGE_SIZE });
   return {
     pool,
     client,
     parks,
     applier,
-    reconciler,
     loadParks: () => loadParks(pool, parks),
     async close() {
       if (!deps.client) await client.close();

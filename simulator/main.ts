@@ -1,7 +1,7 @@
 // `npm run simulator -- --port 8090 --token T ...`: the call-center simulator as a standalone process for
 // development and demos (a development tool, not production). Prints its URL on stdout; stops on SIGTERM/SIGINT.
 import { Command, InvalidArgumentError } from 'commander';
-import { createLogger } from '../../connector/log.js';
+import { createLogger } from '../connector/log.js';
 import { createSimulator } from './simulator.js';
 
 function number(min: number, max = Infinity) {

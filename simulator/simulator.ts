@@ -2,7 +2,7 @@
 // with fault injection (errors, latency, 429 + Retry-After, rejected uids) for tests, demos and benchmarks.
 import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import { pino } from 'pino';
-import type { Logger } from '../../connector/log.js';
+import type { Logger } from '../connector/log.js';
 
 export interface Faults {
   /** Share of /v1 requests answered 500, 502 or 503 before anything is done. */
