@@ -63,6 +63,11 @@ const envSchema = z.object({
   CALL_CENTER_RATE_PER_PROJECT_PER_S: positiveInt.default(10_000),
   CALL_CENTER_RETRY_BASE_MS: positiveInt.default(100),
   CALL_CENTER_RETRY_MAX_MS: positiveInt.default(30_000),
+  // Attempts of one call inside the sink before its uid is parked and retried apart (call_center_retries): a
+  // failing project must not hold the events of the others.
+  CALL_CENTER_MAX_ATTEMPTS: positiveInt.default(3),
+  // The longest wait between two retries of a parked uid: how soon a project that came back is caught up.
+  SINK_RETRY_MAX_DELAY_MS: positiveInt.default(5_000),
   SINK_GROUP_ID: z.string().min(1).default('fleet-sync-sink'),
   SINK_MAX_IN_FLIGHT_USERS: positiveInt.default(64),
   SINK_SESSION_TIMEOUT_MS: z.coerce.number().int().min(6_000).default(30_000),
