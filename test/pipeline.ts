@@ -215,3 +215,14 @@ export async function waitForProject(p: Pick<Pipeline, 'sim' | 'db'>, projectId:
     throw new Error(`${(e as Error).message}; differences: ${diff.slice(0, 20).join('; ')}${diff.length > 20 ? ` (+${diff.length - 20} more)` : ''}`);
   }
 }
+
+/** Waits until the source has published every change committed so far, and the sink has processed all of it. */
+export async function pipelineCaughtUp(p: Pipeline): Promise<void> {
+  const { rows } = await p.db.pool.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+  await waitFor(
+    async () =>
+      (await p.db.pool.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn >= $2::pg_lsn', [p.config.CDC_SLOT, rows[0]!.lsn])).rowCount === 1,
+    { what: 'the source to publish every committed change', timeoutMs: 30_000 },
+  );
+  await waitFor(() => groupCaughtUp(p), { what: 'the sink to process every event', timeoutMs: 30_000 });
+}
