@@ -125,6 +125,41 @@ async function writeOnce(db: pg.Pool, seq: { n: number }): Promise<void> {
   }
 }
 
+/**
+ * Dead letters by the event they carry (original topic, partition, offset): a sink member that dies after
+ * dead-lettering and before committing hands the event to another, which dead-letters it again (at least once).
+ */
+async function distinctDeadLetters(kafka: Kafka, topic: string): Promise<number> {
+  const admin = kafka.admin();
+  await admin.connect();
+  const ends = await admin.fetchTopicOffsets(topic).catch(() => []);
+  await admin.disconnect();
+  const pending = new Set(ends.filter((e) => BigInt(e.high) > BigInt(e.low)).map((e) => e.partition));
+  if (pending.size === 0) return 0;
+  const target = new Map(ends.map((e) => [e.partition, BigInt(e.high)]));
+  const origins = new Set<string>();
+  const consumer = kafka.consumer({ groupId: `dlq-check-${randomUUID()}`, maxWaitTimeInMs: 200 });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  let done!: () => void;
+  const finished = new Promise<void>((r) => (done = r));
+  consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+    if (BigInt(payload.lastOffset) + 1n >= (target.get(payload.partition) ?? 0n)) pending.delete(payload.partition);
+    if (pending.size === 0) done();
+  });
+  await consumer.run({
+    eachBatch: async ({ batch }) => {
+      for (const m of batch.messages) {
+        const h = (k: string) => String(m.headers?.[k] ?? '');
+        origins.add(`${h('fleet-sync.original.topic')}/${h('fleet-sync.original.partition')}/${h('fleet-sync.original.offset')}`);
+      }
+    },
+  });
+  await Promise.race([finished, sleep(60_000)]);
+  await consumer.disconnect();
+  return origins.size;
+}
+
 interface Stage {
   name: string;
   command: string;
@@ -289,9 +324,8 @@ async function main() {
     const admin = kafka.admin();
     await admin.connect();
     const ends = await admin.fetchTopicOffsets(topicFor(name, 'users'));
-    const dlqEnds = await admin.fetchTopicOffsets(deadLetterTopic(name)).catch(() => []);
-    dlqCount = dlqEnds.reduce((n, o) => n + Number(BigInt(o.high) - BigInt(o.low)), 0);
     await admin.disconnect();
+    dlqCount = await distinctDeadLetters(kafka, deadLetterTopic(name));
     const pending = new Set(ends.filter((e) => BigInt(e.high) > 0n).map((e) => e.partition));
     const target = new Map(ends.map((e) => [e.partition, BigInt(e.high)]));
     const consumer = kafka.consumer({ groupId: `${name}-check-${randomUUID()}`, maxWaitTimeInMs: 200 });
@@ -341,7 +375,7 @@ async function main() {
   console.log(`  cycles ${CYCLES}, faults: ${Object.entries(faults).map(([k, v]) => `${v} ${k}`).join(', ')}; call center failing 30% (5xx) + 5% (429) throughout`);
   console.log(`  changes committed ${fmt(committed.length)} (${fmt(USERS)} users seeded); stages that stopped on their own: ${exits}`);
   console.log(`  convergence after the last fault: ${converged ? `${fmt((convergedAt - lastFaultAt) / 1000, 1)} s (${fmt((convergedAt - loadStoppedAt) / 1000, 1)} s after the load stopped)` : 'NOT REACHED'}`);
-  console.log(`  Kafka: ${missing.length} committed changes missing, ${twice.length} streamed twice; dead letters ${dlqCount} (1 injected)`);
+  console.log(`  Kafka: ${missing.length} committed changes missing, ${twice.length} streamed twice; dead-lettered events ${dlqCount} (1 injected)`);
   console.log(`  slot WAL peak ${fmt(walPeak / 1024 / 1024, 1)} MiB`);
   const failures = [
     ...(converged ? [] : [`the call center did not converge: ${diff.slice(0, 10).join('; ')}${diff.length > 10 ? ` (+${diff.length - 10} more)` : ''}`]),

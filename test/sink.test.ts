@@ -56,8 +56,9 @@ describe('sink: changes reach the call center by the SPEC §5 rules', () => {
     await waitForProject(p, from.projectId, 'the first park');
     const mover = from.uids[0]!;
     await q(`UPDATE users SET park_id = $2, role_id = $3 WHERE yandex_uid = $1`, [mover, to.parkId, to.roles[1]]);
-    await waitFor(() => p.sim.rolesOf(to.projectId, mover).join() === 'cc-lead', { what: 'the mover in the new project' });
-    expect(p.sim.rolesOf(from.projectId, mover)).toEqual([]);
+    await waitFor(() => p.sim.rolesOf(to.projectId, mover).join() === 'cc-lead' && p.sim.rolesOf(from.projectId, mover).length === 0, {
+      what: 'the mover out of the old project and in the new one',
+    });
     await waitForProject(p, from.projectId, 'the old project');
     await waitForProject(p, to.projectId, 'the new project');
   });

@@ -166,16 +166,32 @@ export function startSink(deps: SinkDeps): SinkHandle {
     }
   };
 
-  const run = async () => {
-    const admin = kafka.admin();
-    await admin.connect();
-    try {
-      await ensureTopics(admin, config, CAPTURED_TABLES.map((t) => topicFor(config.TOPIC_PREFIX, t)));
-      await ensureTopics(admin, config, [topics.dlq], 'delete');
-    } finally {
-      await admin.disconnect();
+  /** Runs a start-up step until it succeeds: a broker that is down or restarting is waited for, not fatal. */
+  const untilReachable = async (what: string, step: () => Promise<void>) => {
+    for (let attempt = 1; !stopping.signal.aborted; attempt++) {
+      try {
+        return await step();
+      } catch (e) {
+        if (stopping.signal.aborted) return;
+        const delayMs = Math.min(500 * attempt, 5_000);
+        log.warn({ err: (e as Error).message, attempt, delayMs }, `${what} failed; retrying`);
+        await sleep(delayMs, stopping.signal);
+      }
     }
-    await deadLetters.connect();
+  };
+
+  const run = async () => {
+    await untilReachable('creating the topics', async () => {
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        await ensureTopics(admin, config, CAPTURED_TABLES.map((t) => topicFor(config.TOPIC_PREFIX, t)));
+        await ensureTopics(admin, config, [topics.dlq], 'delete');
+      } finally {
+        await admin.disconnect();
+      }
+    });
+    await untilReachable('connecting the dead-letter writer', () => deadLetters.connect());
     loops = startRetryLoops({
       pool,
       applier,
@@ -186,13 +202,30 @@ export function startSink(deps: SinkDeps): SinkHandle {
       backoff: { baseMs: config.CALL_CENTER_RETRY_BASE_MS, maxDelayMs: config.SINK_RETRY_MAX_DELAY_MS },
     });
     // Users events must not be judged against an old view of the parks: the group waits for the directory.
-    follower = startParksFollower({ kafka, topic: topics.parks, groupPrefix: config.SINK_GROUP_ID, parks, registry, log, signal: stopping.signal });
-    await follower.caughtUp;
+    await untilReachable('reading the call_center_parks topic', async () => {
+      const started = startParksFollower({ kafka, topic: topics.parks, groupPrefix: config.SINK_GROUP_ID, parks, registry, log, signal: stopping.signal });
+      try {
+        await started.caughtUp;
+        follower = started;
+      } catch (e) {
+        await started.stop();
+        throw e;
+      }
+    });
     if (stopping.signal.aborted) return;
 
-    group = kafka.consumer({ groupId: config.SINK_GROUP_ID, maxWaitTimeInMs: 50, sessionTimeout: config.SINK_SESSION_TIMEOUT_MS, heartbeatInterval: 1_000 });
-    await group.connect();
-    await group.subscribe({ topics: [topics.users, topics.roles, topics.parks], fromBeginning: true });
+    await untilReachable('joining the consumer group', async () => {
+      const joining = kafka.consumer({ groupId: config.SINK_GROUP_ID, maxWaitTimeInMs: 50, sessionTimeout: config.SINK_SESSION_TIMEOUT_MS, heartbeatInterval: 1_000 });
+      try {
+        await joining.connect();
+        await joining.subscribe({ topics: [topics.users, topics.roles, topics.parks], fromBeginning: true });
+        group = joining;
+      } catch (e) {
+        await joining.disconnect().catch(() => {});
+        throw e;
+      }
+    });
+    if (!group) return;
     const crashed = new Promise<never>((_, reject) => {
       group!.on(group!.events.CRASH, (e) => {
         if (!e.payload.restart) reject(e.payload.error);
