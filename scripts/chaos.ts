@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
-import { Kafka, logLevel } from 'kafkajs';
+import { Kafka, logLevel, type KafkaMessage } from 'kafkajs';
 import pg from 'pg';
 import { loadSchemaRegistry } from '../connector/avro/registry.js';
 import { topicFor, type DecodedEnvelope } from '../connector/events.js';
@@ -126,38 +126,36 @@ async function writeOnce(db: pg.Pool, seq: { n: number }): Promise<void> {
 }
 
 /**
- * Dead letters by the event they carry (original topic, partition, offset): a sink member that dies after
- * dead-lettering and before committing hands the event to another, which dead-letters it again (at least once).
+ * Reads a topic from its start to the end it had when the read began (read committed), message by message;
+ * rejects if that end is not reached within `timeoutMs`, so a check never counts from half a topic.
  */
-async function distinctDeadLetters(kafka: Kafka, topic: string): Promise<number> {
+async function readToEnd(kafka: Kafka, topic: string, onMessage: (m: KafkaMessage) => void, timeoutMs = 120_000): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
-  const ends = await admin.fetchTopicOffsets(topic).catch(() => []);
-  await admin.disconnect();
+  const ends = await admin.fetchTopicOffsets(topic).finally(() => admin.disconnect());
   const pending = new Set(ends.filter((e) => BigInt(e.high) > BigInt(e.low)).map((e) => e.partition));
-  if (pending.size === 0) return 0;
+  if (pending.size === 0) return;
   const target = new Map(ends.map((e) => [e.partition, BigInt(e.high)]));
-  const origins = new Set<string>();
-  const consumer = kafka.consumer({ groupId: `dlq-check-${randomUUID()}`, maxWaitTimeInMs: 200 });
+  const consumer = kafka.consumer({ groupId: `chaos-check-${randomUUID()}`, maxWaitTimeInMs: 200 });
   await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  let done!: () => void;
-  const finished = new Promise<void>((r) => (done = r));
-  consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
-    if (BigInt(payload.lastOffset) + 1n >= (target.get(payload.partition) ?? 0n)) pending.delete(payload.partition);
-    if (pending.size === 0) done();
-  });
-  await consumer.run({
-    eachBatch: async ({ batch }) => {
-      for (const m of batch.messages) {
-        const h = (k: string) => String(m.headers?.[k] ?? '');
-        origins.add(`${h('fleet-sync.original.topic')}/${h('fleet-sync.original.partition')}/${h('fleet-sync.original.offset')}`);
-      }
-    },
-  });
-  await Promise.race([finished, sleep(60_000)]);
-  await consumer.disconnect();
-  return origins.size;
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    let done!: () => void;
+    const finished = new Promise<void>((r) => (done = r));
+    consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+      if (BigInt(payload.lastOffset) + 1n >= (target.get(payload.partition) ?? 0n)) pending.delete(payload.partition);
+      if (pending.size === 0) done();
+    });
+    await consumer.run({
+      eachBatch: async ({ batch }) => {
+        for (const m of batch.messages) onMessage(m);
+      },
+    });
+    const timedOut = await Promise.race([finished.then(() => false), sleep(timeoutMs).then(() => true)]);
+    if (timedOut) throw new Error(`could not read ${topic} to its end within ${timeoutMs / 1000} s (partitions ${[...pending].join(', ')} short)`);
+  } finally {
+    await consumer.disconnect();
+  }
 }
 
 interface Stage {
@@ -321,40 +319,26 @@ async function main() {
   const seen = new Map<string, number>();
   let dlqCount = 0;
   {
-    const admin = kafka.admin();
-    await admin.connect();
-    const ends = await admin.fetchTopicOffsets(topicFor(name, 'users'));
-    await admin.disconnect();
-    dlqCount = await distinctDeadLetters(kafka, deadLetterTopic(name));
-    const pending = new Set(ends.filter((e) => BigInt(e.high) > 0n).map((e) => e.partition));
-    const target = new Map(ends.map((e) => [e.partition, BigInt(e.high)]));
-    const consumer = kafka.consumer({ groupId: `${name}-check-${randomUUID()}`, maxWaitTimeInMs: 200 });
-    await consumer.connect();
-    await consumer.subscribe({ topic: topicFor(name, 'users'), fromBeginning: true });
-    let done!: () => void;
-    const finished = new Promise<void>((r) => (done = r));
-    consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
-      if (BigInt(payload.lastOffset) + 1n >= (target.get(payload.partition) ?? 0n)) pending.delete(payload.partition);
-      if (pending.size === 0) done();
+    await readToEnd(kafka, topicFor(name, 'users'), (m) => {
+      if (!m.value) return;
+      let env: DecodedEnvelope;
+      try {
+        env = registry.decode<DecodedEnvelope>(m.value).value;
+      } catch {
+        return; // the injected bad message
+      }
+      if (env.op === 'r') return;
+      const key = env.op === 'd' ? `del:${String(env.before?.id)}` : String(env.after?.name);
+      seen.set(key, (seen.get(key) ?? 0) + 1);
     });
-    await consumer.run({
-      eachBatch: async ({ batch }) => {
-        for (const m of batch.messages) {
-          if (!m.value) continue;
-          let env: DecodedEnvelope;
-          try {
-            env = registry.decode<DecodedEnvelope>(m.value).value;
-          } catch {
-            continue; // the injected bad message
-          }
-          if (env.op === 'r') continue;
-          const key = env.op === 'd' ? `del:${String(env.before?.id)}` : String(env.after?.name);
-          seen.set(key, (seen.get(key) ?? 0) + 1);
-        }
-      },
+    // Dead letters by the event they carry (original topic, partition, offset): a sink member that dies after
+    // dead-lettering and before committing hands the event to another, which dead-letters it again (at least once).
+    const origins = new Set<string>();
+    await readToEnd(kafka, deadLetterTopic(name), (m) => {
+      const h = (k: string) => String(m.headers?.[k] ?? '');
+      origins.add(`${h('fleet-sync.original.topic')}/${h('fleet-sync.original.partition')}/${h('fleet-sync.original.offset')}`);
     });
-    if (pending.size > 0) await Promise.race([finished, sleep(120_000)]);
-    await consumer.disconnect();
+    dlqCount = origins.size;
   }
   const missing = committed.filter((c) => !seen.has(c.token));
   const twice = committed.filter((c) => (seen.get(c.token) ?? 0) > 1);
