@@ -96,8 +96,10 @@ export function startSink(deps: SinkDeps): SinkHandle {
     await learnUnknownParks(decoded.flatMap(({ env }) => [env?.before?.park_id, env?.after?.park_id].filter((p): p is string => typeof p === 'string')));
     const grouped = groupUsersBatch(decoded, (id) => parks.get(id));
     if (grouped.skippedNoUid > 0) metrics.skippedNoUid.inc(grouped.skippedNoUid);
-    // A truncate empties the table: every uid fleet-sync manages is brought to that state.
+    // A truncate empties the table: every uid fleet-sync manages is brought to that state, and every enabled park
+    // is swept after it (a grant that was being applied from rows read just before the truncate is found there).
     const uids = grouped.truncated ? [...new Set([...grouped.uids, ...(await grantedUids(pool))])] : grouped.uids;
+    if (grouped.truncated) await requestParkSweeps(pool, parks.enabled().map((park) => ({ parkId: park.park_id, reason: 'truncate' })));
     // One pass per uid for the whole batch: the applier reads the rows as they are now, so the last state wins.
     const outcomes = await applier.syncUids(uids, { profileChanged: grouped.profileChanged, managed: grouped.managed, signal: stopping.signal });
     const now = Date.now();

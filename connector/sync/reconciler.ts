@@ -1,8 +1,8 @@
 // What a sweep reports and how the stages ask for one. The sweep itself is a stage (connector/reconcile); the
 // sink, the replay and the api know it only through this contract.
 
-/** Why a park was swept: a backfill (park_on), a revocation (park_off), the interval, an operator, a replay. */
-export type SweepReason = 'park_on' | 'park_off' | 'interval' | 'manual' | 'replay';
+/** Why a park was swept: a backfill (park_on), a revocation (park_off), the interval, an operator, a replay, a truncate of users. */
+export type SweepReason = 'park_on' | 'park_off' | 'interval' | 'manual' | 'replay' | 'truncate';
 
 export interface SweepCounts {
   checked: number;
