@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { deadLetterTopic } from '../connector/kafka/topics.js';
-import { waitFor } from './helpers.js';
+import { childStdio, testLogLevel, waitFor } from './helpers.js';
 import { readTopics } from './kafka-helpers.js';
 import { canonical, CC_TOKEN, expectedGrants, groupCaughtUp, heldGrants, startPipeline, waitForConvergence, type Pipeline } from './pipeline.js';
 
@@ -153,9 +153,9 @@ describe('sink killed with -9 in the middle of a burst', () => {
         SINK_SESSION_TIMEOUT_MS: '6000',
         CALL_CENTER_URL: p.config.CALL_CENTER_URL,
         CALL_CENTER_TOKEN: CC_TOKEN,
-        LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+        LOG_LEVEL: testLogLevel(),
       },
-      stdio: ['ignore', 'inherit', 'inherit'],
+      stdio: childStdio(),
     });
     children.push(child);
     return child;
