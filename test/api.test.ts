@@ -315,6 +315,11 @@ describe('GET /v1/sync/call_center/parks', () => {
     });
     expect((await status()).map((p) => p.park_id)).toEqual(['empty', 'p1', 'p2']);
   });
+
+  it("tells the source's replication slot state: missing before any source created it", async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/sync/call_center/parks', headers: READ });
+    expect(res.json().source).toEqual({ slot: deps.config.CDC_SLOT, state: 'missing', confirmed_lsn: null, lag_bytes: null, wal_status: null });
+  });
 });
 
 describe('operations routes', () => {
