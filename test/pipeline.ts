@@ -1,13 +1,13 @@
 // A whole pipeline for a test file: its own database, slot and topic prefix, the source, the call-center
-// simulator and the sink; plus the oracle of what the call center should hold, written apart from the sink.
+// simulator and the sink; and waiting for the call center to hold what the oracle (scripts/lib/grants.ts) says.
 import { Kafka, logLevel } from 'kafkajs';
-import type pg from 'pg';
 import type { Config } from '../connector/config.js';
 import { createMetrics, type Metrics } from '../connector/metrics.js';
 import { startSink, type SinkHandle } from '../connector/sink/sink.js';
 import { startSource, type SourceHandle } from '../connector/source/source.js';
 import type { Reconciler } from '../connector/sync/reconciler.js';
 import { createSyncStack, type SyncStack } from '../connector/wiring.js';
+import { canonical, expectedGrants, grantDiff, heldGrantsOf, type Grants } from '../scripts/lib/grants.js';
 import { createSimulator, type Simulator } from '../simulator/simulator.js';
 import { createTestDatabase, testConfig, testLogger, waitFor, type TestDatabase } from './helpers.js';
 
@@ -76,58 +76,9 @@ export async function startPipeline(options: { sink?: boolean; overrides?: Recor
   return pipeline;
 }
 
-interface ParkRow {
-  park_id: string;
-  project_id: string;
-  role_map: Record<string, string>;
-  yandex_team_role_id: string | null;
-  enabled: boolean;
-}
-
-/** project → uid → sorted roles, straight from SPEC §5's rules over the tables (only uids holding something). */
-export async function expectedGrants(pool: pg.Pool): Promise<Record<string, Record<string, string[]>>> {
-  const parks = (await pool.query<ParkRow>('SELECT park_id, project_id, role_map, yandex_team_role_id, enabled FROM call_center_parks WHERE enabled')).rows;
-  const out: Record<string, Record<string, string[]>> = {};
-  for (const park of parks) {
-    const { rows } = await pool.query('SELECT yandex_uid, role_id, is_enabled, is_yandex_team FROM users WHERE park_id = $1 AND yandex_uid IS NOT NULL', [park.park_id]);
-    for (const u of rows) {
-      let role: string | null | undefined = null;
-      if (u.is_enabled) role = u.is_yandex_team ? park.yandex_team_role_id : u.role_id ? park.role_map[u.role_id] : null;
-      if (!role) continue;
-      const project = (out[park.project_id] ??= {});
-      project[u.yandex_uid] = [...new Set([...(project[u.yandex_uid] ?? []), role])].sort();
-    }
-  }
-  return out;
-}
-
 /** The simulator's grants without projects left empty. */
-export function heldGrants(sim: Simulator): Record<string, Record<string, string[]>> {
-  const out: Record<string, Record<string, string[]>> = {};
-  for (const [project, users] of Object.entries(sim.state().projects)) if (Object.keys(users).length > 0) out[project] = users;
-  return out;
-}
-
-/** Grants as sorted text, so two states compare equal whatever order they were built in. */
-export function canonical(grants: Record<string, Record<string, string[]>>): string {
-  return JSON.stringify(
-    Object.keys(grants)
-      .sort()
-      .map((project) => [project, Object.keys(grants[project]!).sort().map((uid) => [uid, [...grants[project]![uid]!].sort()])]),
-  );
-}
-
-/** Lists what differs, for a failure message. */
-export function grantDiff(held: Record<string, Record<string, string[]>>, expected: Record<string, Record<string, string[]>>): string[] {
-  const out: string[] = [];
-  for (const project of new Set([...Object.keys(held), ...Object.keys(expected)])) {
-    for (const uid of new Set([...Object.keys(held[project] ?? {}), ...Object.keys(expected[project] ?? {})])) {
-      const h = JSON.stringify([...(held[project]?.[uid] ?? [])].sort());
-      const e = JSON.stringify([...(expected[project]?.[uid] ?? [])].sort());
-      if (h !== e) out.push(`${project}/${uid}: holds ${h}, should hold ${e}`);
-    }
-  }
-  return out;
+export function heldGrants(sim: Simulator): Grants {
+  return heldGrantsOf(sim.state());
 }
 
 /** Waits until the call center holds exactly what the database says; fails listing the differences. */

@@ -3,9 +3,10 @@ import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { deadLetterTopic } from '../connector/kafka/topics.js';
+import { canonical, expectedGrants } from '../scripts/lib/grants.js';
 import { childStdio, testLogLevel, waitFor } from './helpers.js';
 import { readTopics } from './kafka-helpers.js';
-import { canonical, CC_TOKEN, expectedGrants, groupCaughtUp, heldGrants, startPipeline, waitForConvergence, type Pipeline } from './pipeline.js';
+import { CC_TOKEN, groupCaughtUp, heldGrants, startPipeline, waitForConvergence, type Pipeline } from './pipeline.js';
 
 const BIN = fileURLToPath(new URL('../bin/fleet-sync.js', import.meta.url));
 
