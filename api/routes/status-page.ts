@@ -26,6 +26,7 @@ th { font-size: 12px; color: var(--muted); font-weight: 600; text-transform: upp
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr:last-child td { border-bottom: 0; }
 .small { color: var(--muted); font-size: 12px; }
+.nowrap { white-space: nowrap; }
 .card .label code { text-transform: none; letter-spacing: 0; }
 .badge { white-space: nowrap; display: inline-block; padding: 1px 9px; border-radius: 999px; font-size: 12px; font-weight: 600; }
 .badge.on { color: var(--on); background: var(--on-bg); }
@@ -104,21 +105,25 @@ function card(label, value, detail, id) {
   return el('div', { class: 'card', id }, el('div', { class: 'label' }, label), el('div', { class: 'value' }, value), el('div', { class: 'detail' }, detail || ''));
 }
 
+// The sweep of a toggle does the toggle's work (its writes are expected, not drift).
+const TOGGLE_WORK = { park_on: 'backfill', park_off: 'revocation' };
+
 function sweepCell(sweep) {
   if (!sweep) return el('td', {}, el('span', { class: 'small' }, 'none yet'));
   const when = sweep.finished_at ? ago(sweep.finished_at) : 'running';
   return el('td', {},
-    el('div', {}, sweep.reason === 'park_on' ? 'backfill' : sweep.reason, ' · ', el('span', { title: sweep.finished_at || sweep.started_at }, when)),
-    el('div', { class: 'small' }, 'checked ', num(sweep.checked), ' · in sync ', num(sweep.in_sync), sweep.failed ? ' · failed ' + num(sweep.failed) : ''),
+    el('div', {}, TOGGLE_WORK[sweep.reason] || sweep.reason, ' · ', el('span', { title: sweep.finished_at || sweep.started_at }, when)),
+    el('div', { class: 'small' }, 'checked ', num(sweep.checked), ' · in sync ', num(sweep.in_sync),
+      sweep.skipped_no_uid ? ' · ' + num(sweep.skipped_no_uid) + ' without uid' : '', sweep.failed ? ' · failed ' + num(sweep.failed) : ''),
     sweep.error ? el('div', { class: 'bad' }, sweep.error) : null);
 }
 
 function correctionsCell(sweep) {
   if (!sweep) return el('td', { class: 'num' }, '–');
   const detail = 'profiles ' + num(sweep.corrected_profiles) + ' · grants ' + num(sweep.corrected_grants) + ' · revoked ' + num(sweep.revoked);
-  const backfill = sweep.reason === 'park_on';
+  const toggle = TOGGLE_WORK[sweep.reason];
   return el('td', { class: 'num' },
-    el('div', { class: !backfill && sweep.drift > 0 ? 'bad' : '' }, backfill ? 'backfill' : num(sweep.drift)),
+    el('div', { class: !toggle && sweep.drift > 0 ? 'bad' : '' }, toggle ? toggle : num(sweep.drift)),
     el('div', { class: 'small' }, detail));
 }
 
@@ -129,9 +134,9 @@ function parkRow(p) {
     : el('span', { class: 'badge off', title: p.revoke_on_disable ? 'grants revoked when turned off' : 'grants kept when turned off' }, p.revoke_on_disable ? 'off · revoked' : 'off · kept');
   const dead = ev ? ev.dead_lettered : 0;
   return el('tr', { 'data-park': p.park_id },
-    el('td', {}, el('strong', {}, p.park_id), el('div', { class: 'small' }, p.roles.length + (p.roles.length === 1 ? ' role mapped' : ' roles mapped'))),
+    el('td', { class: 'nowrap' }, el('strong', {}, p.park_id), el('div', { class: 'small' }, p.roles.length + (p.roles.length === 1 ? ' role mapped' : ' roles mapped'))),
     el('td', {}, sync, el('div', { class: 'small', title: p.enabled ? p.enabled_at : p.disabled_at }, p.enabled ? 'since ' + ago(p.enabled_at) : p.disabled_at ? ago(p.disabled_at) : '')),
-    el('td', {}, el('code', {}, p.project_id)),
+    el('td', { class: 'nowrap' }, el('code', {}, p.project_id)),
     el('td', { class: 'num', 'data-field': 'users_granted' }, num(p.users_granted)),
     el('td', {},
       ev ? el('div', { title: ev.at || '' }, ago(ev.at)) : el('span', { class: 'small' }, 'none yet'),
@@ -227,7 +232,7 @@ const PAGE = `<!doctype html>
       <thead><tr><th>Park</th><th>Sync</th><th>Project</th><th>Users granted</th><th>Last event applied</th><th>Lag</th><th>Last sweep</th><th>Corrections</th><th>Dead letters</th></tr></thead>
       <tbody id="parks"></tbody>
     </table>
-    <p class="small">Refreshes every 2 s from <code>GET /v1/sync/call_center/parks</code>. Corrections: what the last sweep repaired (something the stream missed); a backfill's writes are expected. Also: <a href="/metrics">metrics</a>, <a href="/docs">OpenAPI</a>, <a href="/readyz">readiness</a>.</p>
+    <p class="small">Refreshes every 2 s from <code>GET /v1/sync/call_center/parks</code>. Corrections: what the last sweep repaired, each something the stream missed; the sweep of a toggle (backfill, revocation) does the toggle's work instead. Also: <a href="/metrics">metrics</a>, <a href="/docs">OpenAPI</a>, <a href="/readyz">readiness</a>.</p>
   </div>
 </main>
 <script>${SCRIPT}</script>

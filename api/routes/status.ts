@@ -7,6 +7,8 @@ import { parkStatuses, sourceStatus } from '../db/status.js';
 import { errorResponses, syncRecordSchema } from '../schemas.js';
 
 const count = { type: 'integer' } as const;
+/** Sweeps that carry out a toggle: what they write is the toggle's work, not something the stream missed. */
+const TOGGLE_SWEEPS = new Set(['park_on', 'park_off']);
 const nullableTimestamp = { type: ['string', 'null'], format: 'date-time' } as const;
 
 const parkStatusSchema = {
@@ -40,7 +42,11 @@ const parkStatusSchema = {
         finished_at: nullableTimestamp,
         checked: count,
         in_sync: count,
-        drift: { ...count, description: 'differences the sweep repaired (profiles + grants + revocations): what the stream missed; 0 for a backfill (reason park_on), whose writes are expected' },
+        drift: {
+          ...count,
+          description:
+            'differences the sweep repaired (profiles + grants + revocations): what the stream missed; 0 for the sweep of a toggle (reason park_on: the backfill; park_off: the revocation), whose writes are its work',
+        },
         corrected_profiles: count,
         corrected_grants: count,
         revoked: count,
@@ -107,7 +113,7 @@ export const statusRoutes: FastifyPluginAsync<{ pool: pg.Pool; slot: string }> =
                 },
           last_sweep: row.sweep && {
             ...row.sweep,
-            drift: row.sweep.reason === 'park_on' ? 0 : row.sweep.corrected_profiles + row.sweep.corrected_grants + row.sweep.revoked,
+            drift: TOGGLE_SWEEPS.has(row.sweep.reason) ? 0 : row.sweep.corrected_profiles + row.sweep.corrected_grants + row.sweep.revoked,
           },
           lag_seconds: row.lag_seconds,
         })),

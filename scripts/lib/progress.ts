@@ -77,12 +77,12 @@ export function createProgress(out: NodeJS.WriteStream, startedAt = Date.now()):
     return lines.join('\n');
   }
 
-  function plain(force = false) {
+  function plain() {
     if (!last) return;
     const parks = last.parks.map((p) => `${p.park_id} ${p.enabled ? 'on' : 'off'} ${fmt(p.users_granted)} granted`).join(', ');
     const line = `${flowLine(last)} | ${parks || 'no park on yet'}`;
-    // One line a second at most (unless forced), and only when something moved.
-    if (line === lastPlain || (!force && Date.now() - lastPlainAt < 1000)) return;
+    // One line a second at most, and only when something moved.
+    if (line === lastPlain || Date.now() - lastPlainAt < 1000) return;
     lastPlain = line;
     lastPlainAt = Date.now();
     out.write(`  ${elapsed()}  ${line}\n`);
@@ -114,7 +114,7 @@ export function createProgress(out: NodeJS.WriteStream, startedAt = Date.now()):
       if (draw) {
         draw(block());
         draw.done();
-      } else plain(true);
+      } else plain();
     },
   };
 }
