@@ -19,6 +19,9 @@ interface Stoppable {
   stop(): Promise<void>;
 }
 
+/** A long-lived stage of a command, by name: the name says which one failed. */
+type Stage = Stoppable & { name: string };
+
 function setup(): { config: Config; log: Logger; metrics: Metrics } {
   try {
     const config = loadConfig();
@@ -41,7 +44,7 @@ function fatal(log: Logger, e: unknown): never {
  * Runs long-lived stages until SIGTERM/SIGINT, then stops them (flushing and acknowledging), closes what they
  * shared, and exits 0.
  */
-async function runUntilSignalled(log: Logger, stages: Stoppable[], shared?: Pick<SyncStack, 'close'>): Promise<never> {
+async function runUntilSignalled(log: Logger, stages: Stage[], shared?: Pick<SyncStack, 'close'>): Promise<never> {
   let stopping = false;
   const stopAll = async (signal: string) => {
     if (stopping) return;
@@ -52,12 +55,19 @@ async function runUntilSignalled(log: Logger, stages: Stoppable[], shared?: Pick
   };
   process.once('SIGTERM', () => void stopAll('SIGTERM'));
   process.once('SIGINT', () => void stopAll('SIGINT'));
-  // The first stage to fail stops the others: a half-running pipeline would look healthy and do nothing.
+  // The first stage to fail, or to end on its own, stops the others and the process exits non-zero (a supervisor
+  // restarts it): a half-running pipeline would look healthy and do nothing.
   const failed = await Promise.race([
     Promise.allSettled(stages.map((s) => s.done)).then(() => null),
-    ...stages.map((s) => s.done.then(() => new Promise<never>(() => {}), (e: unknown) => ({ error: e }))),
+    ...stages.map((s) =>
+      s.done.then(
+        () => (stopping ? new Promise<never>(() => {}) : { error: new FleetSyncError('INTERNAL', `the ${s.name} stage stopped on its own`) }),
+        (e: unknown) => ({ error: e }),
+      ),
+    ),
   ]);
   if (failed) {
+    log.error({ err: failed.error }, 'a stage cannot go on: stopping the others');
     await stopAll('failure');
     fatal(log, failed.error);
   }
@@ -66,13 +76,14 @@ async function runUntilSignalled(log: Logger, stages: Stoppable[], shared?: Pick
   process.exit(0);
 }
 
-async function apiStage(deps: StartApiDeps): Promise<Stoppable> {
+async function apiStage(deps: StartApiDeps): Promise<Stage> {
   const { log } = deps;
   const api = await startApi(deps);
   let stopped!: () => void;
   const done = new Promise<void>((r) => (stopped = r));
   log.info({ url: api.url }, 'api listening');
   return {
+    name: 'api',
     done,
     async stop() {
       await api.close();
@@ -107,7 +118,7 @@ program
   .description('stream PostgreSQL changes (pgoutput) to Kafka as Avro change events; a second process stands by')
   .action(async () => {
     const { config, log, metrics } = setup();
-    await runUntilSignalled(log, [startSource({ config, log, metrics })]);
+    await runUntilSignalled(log, [{ name: 'source', ...startSource({ config, log, metrics }) }]);
   });
 
 program
@@ -118,7 +129,7 @@ program
     const stack = createSyncStack({ config, log, metrics });
     const sink = startSink({ config, log, metrics, ...stack });
     const sweeps = startSweepLoop({ reconciler: stack.reconciler, intervalS: config.RECONCILE_INTERVAL_S, log });
-    await runUntilSignalled(log, [sink, sweeps], stack);
+    await runUntilSignalled(log, [{ name: 'sink', ...sink }, { name: 'sweep', ...sweeps }], stack);
   });
 
 program
@@ -145,7 +156,7 @@ program
         return;
       }
       const loop = startSweepLoop({ reconciler: opts.park ? { ...reconciler, sweepAll: sweepOnce } : reconciler, intervalS: config.RECONCILE_INTERVAL_S, log, immediately: true });
-      await runUntilSignalled(log, [loop], stack);
+      await runUntilSignalled(log, [{ name: 'sweep', ...loop }], stack);
     } catch (e) {
       fatal(log, e);
     }
@@ -173,7 +184,22 @@ program
       const source = startSource({ config, log, metrics });
       const sink = startSink({ config, log, metrics, ...stack });
       const sweeps = startSweepLoop({ reconciler: stack.reconciler, intervalS: config.RECONCILE_INTERVAL_S, log });
-      await runUntilSignalled(log, [source, sink, sweeps, await apiStage({ config, log, metrics })], stack);
+      const api = await apiStage({
+        config,
+        log,
+        metrics,
+        // Readiness of the stages beside the api: a source that is not streaming, or a sink not consuming, is not ready.
+        stageReadiness: {
+          source: async () => {
+            const state = source.state();
+            if (state !== 'streaming' && state !== 'standby') throw new Error(`the source is ${state}`);
+          },
+          sink: async () => {
+            if (!sink.isReady()) throw new Error('the sink is not consuming');
+          },
+        },
+      });
+      await runUntilSignalled(log, [{ name: 'source', ...source }, { name: 'sink', ...sink }, { name: 'sweep', ...sweeps }, api], stack);
     } catch (e) {
       fatal(log, e);
     }

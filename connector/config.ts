@@ -62,7 +62,14 @@ export const configSchema = z.object({
   // The ceiling per project agreed with the call-center team; a backfill of a large park runs at it.
   CALL_CENTER_RATE_PER_PROJECT_PER_S: positiveInt.default(10_000).describe('most call-center requests a second per project'),
   CALL_CENTER_RETRY_BASE_MS: positiveInt.default(100).describe('first backoff (ms) after a 429, 5xx or timeout; doubles up to CALL_CENTER_RETRY_MAX_MS'),
-  CALL_CENTER_RETRY_MAX_MS: positiveInt.default(30_000).describe('longest backoff (ms) between retries (transient failures are retried without end)'),
+  CALL_CENTER_RETRY_MAX_MS: positiveInt.default(30_000).describe('longest backoff (ms) between two attempts of one call-center request'),
+  // Attempts of one call inside the sink before its uid is parked and retried apart (call_center_retries): a
+  // failing project must not hold the events of the others.
+  CALL_CENTER_MAX_ATTEMPTS: positiveInt
+    .default(3)
+    .describe('attempts of one call-center request before the sink parks its uid and retries it apart (call_center_retries), without end'),
+  // The longest wait between two retries of a parked uid: how soon a project that came back is caught up.
+  SINK_RETRY_MAX_DELAY_MS: positiveInt.default(5_000).describe('longest wait (ms) between two retries of a parked uid: how soon a project that came back is caught up'),
   SINK_GROUP_ID: z.string().min(1).default('fleet-sync-sink').describe('Kafka consumer group of the sink'),
   SINK_MAX_IN_FLIGHT_USERS: positiveInt.default(64).describe("most uids the sink applies in parallel (one uid's changes stay in order)"),
   SINK_SESSION_TIMEOUT_MS: z.coerce.number().int().min(6_000).default(30_000).describe('consumer session timeout (ms): how soon the group notices a dead sink'),

@@ -5,6 +5,7 @@ export const ERRORS = {
   SLOT_WRONG_PLUGIN: { retriable: false, status: 500 },
   PUBLICATION_INCOMPLETE: { retriable: false, status: 500 },
   SCHEMA_INCOMPATIBLE: { retriable: false, status: 500 },
+  EVENT_UNDECODABLE: { retriable: false, status: 422 },
   REPLICATION_FAILED: { retriable: true, status: 503 },
   KAFKA_UNAVAILABLE: { retriable: true, status: 503 },
   SOURCE_FENCED: { retriable: false, status: 503 },

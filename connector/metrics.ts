@@ -11,6 +11,8 @@ export interface Metrics {
   skippedNoUid: Counter;
   sweepCorrections: Counter<'kind'>;
   commitToAppliedSeconds: Histogram;
+  parkedUids: Gauge;
+  unexpectedErrors: Counter<'stage'>;
   httpRequests: Counter<'method' | 'route' | 'status'>;
   httpDurationSeconds: Histogram<'method' | 'route'>;
 }
@@ -66,6 +68,17 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: 'fleet_sync_commit_to_applied_seconds',
       help: 'Time from the database commit of a change to the call center accepting it',
       buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    }),
+    parkedUids: new Gauge({
+      name: 'fleet_sync_parked_uids',
+      help: 'Uids whose call-center change failed transiently and waits for its retry (call_center_retries)',
+      registers,
+    }),
+    unexpectedErrors: new Counter({
+      name: 'fleet_sync_unexpected_errors_total',
+      help: 'Errors of no known kind (logged with their stack); the work is retried, never skipped',
+      labelNames: ['stage'],
       registers,
     }),
     httpRequests: new Counter({

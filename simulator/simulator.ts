@@ -14,6 +14,8 @@ export interface Faults {
   retryAfterS: number;
   /** Any call about these uids answers a permanent 422. */
   rejectUids: string[];
+  /** Every call about these projects (roles, listings) answers 503: one project's outage. */
+  failProjects: string[];
 }
 
 export interface SimUser {
@@ -69,7 +71,7 @@ export interface SimulatorOptions {
   onRolesSet?: (projectId: string, uid: string, roleIds: string[]) => void;
 }
 
-const NO_FAULTS: Faults = { errorRate: 0, latencyMs: 0, rateLimitRate: 0, retryAfterS: 1, rejectUids: [] };
+const NO_FAULTS: Faults = { errorRate: 0, latencyMs: 0, rateLimitRate: 0, retryAfterS: 1, rejectUids: [], failProjects: [] };
 const ERROR_STATUSES = [500, 502, 503] as const;
 const DEFAULT_LIMIT = 100;
 const MAX_LIMIT = 1000;
@@ -100,6 +102,7 @@ const faultsBody = {
     rateLimitRate: { type: 'number', minimum: 0, maximum: 1 },
     retryAfterS: { type: 'integer', minimum: 0 },
     rejectUids: { type: 'array', items: { type: 'string' } },
+    failProjects: { type: 'array', items: { type: 'string' } },
   },
 };
 
@@ -172,6 +175,11 @@ export function createSimulator(opts: SimulatorOptions): Simulator {
           calls.faulted++;
           const status = ERROR_STATUSES[Math.floor(random() * ERROR_STATUSES.length)]!;
           return reply.code(status).send({ code: 'SIMULATED_ERROR', message: `simulated ${status}` });
+        }
+        const project = (req.params as { project_id?: string } | undefined)?.project_id;
+        if (project !== undefined && faults.failProjects.includes(project)) {
+          calls.faulted++;
+          return reply.code(503).send({ code: 'SIMULATED_OUTAGE', message: `simulated outage of project ${project}` });
         }
         if (faults.rateLimitRate > 0 && random() < faults.rateLimitRate) {
           calls.faulted++;
@@ -300,7 +308,7 @@ export function createSimulator(opts: SimulatorOptions): Simulator {
       await running?.close();
     },
     setFaults,
-    faults: () => ({ ...faults, rejectUids: [...faults.rejectUids] }),
+    faults: () => ({ ...faults, rejectUids: [...faults.rejectUids], failProjects: [...faults.failProjects] }),
     state: snapshot,
     rolesOf: (projectId, uid) => [...(projects.get(projectId)?.roles.get(uid) ?? [])],
     setRolesByHand: (projectId, uid, roleIds) => void setRoles(projectId, uid, roleIds),
@@ -324,7 +332,7 @@ function checkFaults(f: Faults): Faults {
   }
   if (!(f.latencyMs >= 0)) throw new Error(`fault latencyMs must be >= 0, got ${f.latencyMs}`);
   if (!(Number.isInteger(f.retryAfterS) && f.retryAfterS >= 0)) throw new Error(`fault retryAfterS must be a whole number >= 0, got ${f.retryAfterS}`);
-  return { ...f, rejectUids: [...f.rejectUids] };
+  return { ...f, rejectUids: [...f.rejectUids], failProjects: [...f.failProjects] };
 }
 
 function encodeCursor(lastUid: string): string {

@@ -1,6 +1,7 @@
 // A whole pipeline for a test file: its own database, slot and topic prefix, the source, the call-center
 // simulator and the sink; and waiting for the call center to hold what the oracle (scripts/lib/grants.ts) says.
 import { Kafka, logLevel } from 'kafkajs';
+import type pg from 'pg';
 import type { Config } from '../connector/config.js';
 import { createMetrics, type Metrics } from '../connector/metrics.js';
 import { startSink, type SinkHandle } from '../connector/sink/sink.js';
@@ -9,7 +10,7 @@ import type { Reconciler } from '../connector/sync/reconciler.js';
 import { createSyncStack, type SyncStack } from '../connector/wiring.js';
 import { canonical, expectedGrants, grantDiff, heldGrantsOf, type Grants } from '../scripts/lib/grants.js';
 import { createSimulator, type Simulator } from '../simulator/simulator.js';
-import { createTestDatabase, testConfig, testLogger, waitFor, type TestDatabase } from './helpers.js';
+import { createTestDatabase, testConfig, testLogger, uniqueName, waitFor, type TestDatabase } from './helpers.js';
 
 export const CC_TOKEN = 'test-call-center-token';
 
@@ -112,3 +113,56 @@ export async function groupCaughtUp(p: Pipeline): Promise<boolean> {
   }
 }
 
+export interface SeededPark {
+  parkId: string;
+  projectId: string;
+  /** Two dispatcher roles of the park, mapped to cc-operator and cc-lead when the park is turned on. */
+  roles: [string, string];
+  /** The uids of the seeded users, in order: even positions (0, 2, …) hold roles[0], odd ones roles[1]. */
+  uids: string[];
+}
+
+/**
+ * A park of its own for one test: roles, `users` users with uids, and (unless `enable: false`) its call-center
+ * sync turned on in a project of its own. Names are unique, so tests never see each other's parks.
+ */
+export async function seedPark(pool: pg.Pool, options: { users?: number; enable?: boolean; projectId?: string; yandexTeamRoleId?: string } = {}): Promise<SeededPark> {
+  const parkId = uniqueName('park');
+  const projectId = options.projectId ?? `proj-${parkId}`;
+  const roles: [string, string] = [`${parkId}-r1`, `${parkId}-r2`];
+  await pool.query('INSERT INTO parks (id, name) VALUES ($1, $1)', [parkId]);
+  await pool.query(`INSERT INTO roles (id, park_id, name) VALUES ($1, $3, 'Dispatcher'), ($2, $3, 'Senior')`, [...roles, parkId]);
+  const uids = Array.from({ length: options.users ?? 0 }, (_, i) => `${parkId}-u${i}`);
+  await pool.query(
+    `INSERT INTO users (park_id, yandex_uid, login, name, role_id)
+     SELECT $1, u, 'login-' || u, 'User ' || u, CASE WHEN i % 2 = 0 THEN $2 ELSE $3 END FROM unnest($4::text[]) WITH ORDINALITY AS x(u, i)`,
+    [parkId, roles[1], roles[0], uids],
+  );
+  if (options.enable !== false) await enablePark(pool, { parkId, projectId, roles }, options.yandexTeamRoleId);
+  return { parkId, projectId, roles, uids };
+}
+
+/** Turns a seeded park's sync on, as the api's park/on does (r1 → cc-operator, r2 → cc-lead). */
+export async function enablePark(pool: pg.Pool, park: Pick<SeededPark, 'parkId' | 'projectId' | 'roles'>, yandexTeamRoleId?: string): Promise<void> {
+  await pool.query(
+    `INSERT INTO call_center_parks (park_id, project_id, role_map, yandex_team_role_id, enabled, enabled_at) VALUES ($1, $2, $3, $4, true, now())
+     ON CONFLICT (park_id) DO UPDATE SET project_id = EXCLUDED.project_id, role_map = EXCLUDED.role_map, yandex_team_role_id = EXCLUDED.yandex_team_role_id, enabled = true, enabled_at = now()`,
+    [park.parkId, park.projectId, JSON.stringify({ [park.roles[0]]: 'cc-operator', [park.roles[1]]: 'cc-lead' }), yandexTeamRoleId ?? null],
+  );
+}
+
+/**
+ * Waits until one project of the call center holds exactly what the database says, leaving out `outsiders`
+ * (uids the call-center team granted by hand, which fleet-sync must leave alone).
+ */
+export async function waitForProject(p: Pick<Pipeline, 'sim' | 'db'>, projectId: string, what: string, options: { outsiders?: string[]; timeoutMs?: number } = {}): Promise<void> {
+  const outsiders = new Set(options.outsiders ?? []);
+  const held = () => Object.fromEntries(Object.entries(p.sim.state().projects[projectId] ?? {}).filter(([uid, roles]) => !outsiders.has(uid) && roles.length > 0));
+  const expected = async () => (await expectedGrants(p.db.pool))[projectId] ?? {};
+  try {
+    await waitFor(async () => canonical({ x: held() }) === canonical({ x: await expected() }), { what, timeoutMs: options.timeoutMs ?? 15_000 });
+  } catch (e) {
+    const diff = grantDiff({ [projectId]: held() }, { [projectId]: await expected() });
+    throw new Error(`${(e as Error).message}; differences: ${diff.slice(0, 20).join('; ')}${diff.length > 20 ? ` (+${diff.length - 20} more)` : ''}`);
+  }
+}

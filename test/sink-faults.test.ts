@@ -102,18 +102,22 @@ describe('sink under call-center faults', () => {
     }
   });
 
-  it('a call-center outage longer than the consumer session: nothing is skipped or dead-lettered, and it converges after', async () => {
+  it('a call-center outage longer than the consumer session: the partitions keep moving, the failed uids wait parked, nothing is dead-lettered, and it converges after', async () => {
     await waitForConvergence(p, 'a quiet start');
     p.sim.setFaults({ errorRate: 1, rateLimitRate: 0, latencyMs: 0, rejectUids: [] });
     const outageStart = Date.now();
     const before = p.sim.calls().faulted;
     await burst(p, 300, 'uid-outage-');
-    // The outage lasts past twice the session timeout (6 s) while the sink keeps retrying.
+    // The outage lasts past twice the session timeout (6 s) while the parked uids are retried apart.
     await waitFor(() => Date.now() - outageStart > 13_000 && p.sim.calls().faulted > before + 100, { what: 'a long outage', timeoutMs: 30_000, intervalMs: 500 });
-    expect(await groupCaughtUp(p)).toBe(false);
+    // Every event was committed only because its uid is parked durably: nothing waits in a partition.
+    await waitFor(() => groupCaughtUp(p), { what: 'the sink to commit past the parked work', timeoutMs: 30_000 });
+    const parked = await p.db.pool.query<{ n: string }>('SELECT count(*) AS n FROM call_center_retries');
+    expect(Number(parked.rows[0]!.n)).toBeGreaterThan(0);
+    expect(canonical(heldGrants(p.sim))).not.toBe(canonical(await expectedGrants(p.db.pool)));
     p.sim.setFaults({ errorRate: 0 });
     await waitForConvergence(p, 'convergence after the outage', 60_000);
-    await waitFor(() => groupCaughtUp(p), { what: 'the sink to commit every event', timeoutMs: 30_000 });
+    await waitFor(async () => (await p.db.pool.query('SELECT 1 FROM call_center_retries')).rowCount === 0, { what: 'the parked uids to be done' });
     expect(await deadLetterCount(p)).toBe(2); // the two of the refused uid, from the test before
   });
 

@@ -120,14 +120,19 @@ export function loadSchemaRegistry(dir: string = SCHEMAS_DIR): SchemaRegistry {
     },
     decode<T>(message: Buffer): Decoded<T> {
       if (message.length < 10 || message[0] !== 0xc3 || message[1] !== 0x01) {
-        throw new Error('not an Avro single-object encoded message (no C3 01 marker)');
+        throw new FleetSyncError('EVENT_UNDECODABLE', 'not an Avro single-object encoded message (no C3 01 marker)');
       }
       const fp = message.subarray(2, 10).toString('hex');
       const found = byFingerprint.get(fp);
-      if (!found) throw new Error(`unknown schema fingerprint ${fp}: not in ${dir}`);
+      if (!found) throw new FleetSyncError('EVENT_UNDECODABLE', `unknown schema fingerprint ${fp}: not in ${dir}`);
       const body = message.subarray(10);
       const newest = latest(found.version.table, found.version.kind);
-      const value = found.resolver ? newest.type.fromBuffer(body, found.resolver) : newest.type.fromBuffer(body);
+      let value: unknown;
+      try {
+        value = found.resolver ? newest.type.fromBuffer(body, found.resolver) : newest.type.fromBuffer(body);
+      } catch (e) {
+        throw new FleetSyncError('EVENT_UNDECODABLE', `corrupt ${found.version.table} ${found.version.kind} body (schema v${found.version.version}): ${(e as Error).message}`, { cause: e });
+      }
       return { table: found.version.table, kind: found.version.kind, version: found.version.version, value: value as T };
     },
   };

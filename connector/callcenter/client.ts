@@ -66,6 +66,7 @@ export function callCenterClientDepsFromConfig(config: Config, log: Logger, metr
     ratePerProjectPerS: config.CALL_CENTER_RATE_PER_PROJECT_PER_S,
     retryBaseMs: config.CALL_CENTER_RETRY_BASE_MS,
     retryMaxMs: config.CALL_CENTER_RETRY_MAX_MS,
+    maxAttempts: config.CALL_CENTER_MAX_ATTEMPTS,
     log,
     ...(metrics ? { metrics } : {}),
   };

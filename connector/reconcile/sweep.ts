@@ -4,12 +4,13 @@
 import type pg from 'pg';
 import type { CallCenterClient } from '../callcenter/client.js';
 import type { Logger } from '../log.js';
+import { FleetSyncError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { Applier, UidOutcome } from '../sync/applier.js';
 import { grantKey, sameRoles } from '../sync/desired.js';
 import { loadParks, refreshPark, type ParkDirectory } from '../sync/parks.js';
 import type { Reconciler, SweepCounts, SweepOptions } from '../sync/reconciler.js';
-import { grantedUids, usersOfPark } from '../sync/store.js';
+import { adoptGrants, grantedUids, uidsOfPark, usersOfPark } from '../sync/store.js';
 
 export interface ReconcilerDeps {
   pool: pg.Pool;
@@ -28,7 +29,8 @@ function tally(counts: SweepCounts, outcomes: Map<string, UidOutcome>): void {
     counts.corrected_grants += o.granted;
     counts.revoked += o.revoked;
     counts.corrected_profiles += o.profiles;
-    if (o.error) counts.failed++;
+    // Refused for good, or parked for a retry apart: either way not done by this sweep.
+    if (o.error || o.parked) counts.failed++;
   }
 }
 
@@ -48,12 +50,16 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     const started = Date.now();
     const plog = log.child({ park_id: parkId, project_id: projectId, reason, run: runId });
     try {
-      if (!park) throw new Error(`park ${parkId} has no call_center_parks row`);
+      if (!park) throw new FleetSyncError('PARK_NOT_FOUND', `park ${parkId} has no call_center_parks row`);
       if (!park.enabled) {
-        // Off with revoke: every grant of the park, and every grant in its project that no enabled park still
-        // earns, goes. Asked again until none is left: the stream may have recorded one meanwhile.
+        // Off with revoke: every user the park managed (its rows, adopted or granted) and every grant in its
+        // project that no enabled park still earns, loses its access there. Nobody else's access is touched.
+        // Asked again until none is left: the stream may have recorded one meanwhile.
         for (let round = 0; park.revoke_on_disable && round < 5; round++) {
-          const outcomes = await applier.syncUids(await grantedUids(pool, { parkId, projectId }), { signal: options.signal });
+          const members = park.project_id ? await uidsOfPark(pool, parkId) : [];
+          const granted = await grantedUids(pool, { parkId, projectId });
+          const managed = members.map((uid) => grantKey(park.project_id, uid));
+          const outcomes = await applier.syncUids([...granted, ...members], { managed, signal: options.signal });
           tally(counts, outcomes);
           if (![...outcomes.values()].some((o) => o.revoked > 0)) break;
         }
@@ -111,14 +117,19 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       counts.checked += page.length;
       const { desired } = await applier.desiredFor(uids);
       const drifted: string[] = [];
+      const inSync: { uid: string; roleIds: string[] }[] = [];
       for (const uid of uids) {
         seen.add(uid);
         const key = grantKey(projectId, uid);
         const want = desired.get(key) ?? [];
         const has = actual.get(key) ?? [];
-        if (sameRoles(want, has)) counts.in_sync++;
-        else drifted.push(uid);
+        if (sameRoles(want, has)) {
+          counts.in_sync++;
+          inSync.push({ uid, roleIds: want });
+        } else drifted.push(uid);
       }
+      // Users found holding exactly what the rules give are adopted: from now on they are managed like any other.
+      await adoptGrants(pool, projectId, parkId, inSync);
       // Re-read and re-check under the uid lock before writing: the stream may have moved on since the listing.
       if (drifted.length > 0) tally(counts, await applier.syncUids(drifted, { actual: pick(actual, projectId, drifted), signal: options.signal }));
       options.onProgress?.();

@@ -1,26 +1,25 @@
 // `fleet-sync sink`: a Kafka consumer group on the users, roles and call_center_parks topics that keeps the call
 // center at what the database says, for every user of every enabled park. Offsets move only past events the call
-// center (or the dead-letter topic) has.
-import { randomBytes } from 'node:crypto';
+// center has, the dead-letter topic has, or call_center_retries holds for a retry apart.
 import { setMaxListeners } from 'node:events';
-import type { Consumer, EachBatchPayload, KafkaMessage, Producer } from 'kafkajs';
+import type { Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import { loadSchemaRegistry, type SchemaRegistry } from '../avro/registry.js';
 import type { Config } from '../config.js';
 import { isFleetSyncError } from '../errors.js';
+import { CAPTURED_TABLES, topicFor, type DecodedEnvelope } from '../events.js';
 import { createKafka } from '../kafka/client.js';
-import { fastDefaultPartitioner } from '../kafka/partitioner.js';
 import { deadLetterTopic, ensureTopics } from '../kafka/topics.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { CAPTURED_TABLES, topicFor, type DecodedEnvelope } from '../events.js';
-import { sleep } from '../time.js';
 import type { SyncContext } from '../sync/context.js';
-import { profileChanged, type UserRow } from '../sync/desired.js';
-import { loadParks, parkFromRow } from '../sync/parks.js';
+import { loadParks } from '../sync/parks.js';
 import type { Reconciler } from '../sync/reconciler.js';
-import { grantedUids, recordProgress, type ParkProgress } from '../sync/store.js';
-
-type Envelope = DecodedEnvelope;
+import { grantedUids, recordProgress, requestParkSweeps } from '../sync/store.js';
+import { sleep } from '../time.js';
+import { createDeadLetterWriter } from './dead-letter.js';
+import { groupUsersBatch, type DecodedMessage } from './group.js';
+import { mergeParkEvent, startParksFollower, type ParksFollower } from './parks-follower.js';
+import { startRetryLoops, type RetryLoops } from './retry-loops.js';
 
 export interface SinkDeps {
   config: Config;
@@ -33,20 +32,21 @@ export interface SinkDeps {
 }
 
 export interface SinkHandle {
+  /** Settles when the sink stopped: resolves after stop(), rejects when it cannot go on. */
   done: Promise<void>;
   stop(): Promise<void>;
   /** True once the park directory caught up with the call_center_parks topic and the group consumer runs. */
   isReady(): boolean;
 }
 
-const asUser = (row: Record<string, unknown> | null): UserRow | null => (row ? (row as unknown as UserRow) : null);
+/** Errors the sink knows: ours, and PostgreSQL's or the network's (they carry a code). Anything else is a defect. */
+const knownError = (e: unknown) => isFleetSyncError(e) || typeof (e as { code?: unknown })?.code === 'string';
 
 export function startSink(deps: SinkDeps): SinkHandle {
   const { config, metrics } = deps;
   const log = deps.log.child({ module: 'sink' });
   const registry: SchemaRegistry = loadSchemaRegistry();
   const { pool, parks, applier } = deps.sync;
-  const { reconciler } = deps;
   const kafka = createKafka(config, deps.log, '-sink');
   const stopping = new AbortController();
   setMaxListeners(0, stopping.signal);
@@ -56,56 +56,32 @@ export function startSink(deps: SinkDeps): SinkHandle {
     parks: topicFor(config.TOPIC_PREFIX, 'call_center_parks'),
     dlq: deadLetterTopic(config.TOPIC_PREFIX),
   };
+  const deadLetters = createDeadLetterWriter({ kafka, topic: topics.dlq, metrics });
   let ready = false;
-  let parksTail: Consumer | null = null;
+  let follower: ParksFollower | null = null;
   let group: Consumer | null = null;
-  let dlqProducer: Producer | null = null;
+  let loops: RetryLoops | null = null;
 
-  const decode = (m: KafkaMessage): Envelope | null => (m.value ? (registry.decode<Envelope>(m.value).value as Envelope) : null);
-
-  const mergeParkEvent = (env: Envelope) => {
-    if (env.op === 't') for (const p of parks.all()) parks.remove(p.park_id, p.version);
-    else if (env.after) parks.merge(parkFromRow(env.after));
-    else if (env.before) parks.remove(String(env.before.park_id), parkFromRow(env.before).version);
-  };
-
-  /** Reads call_center_parks from the start up to its end at start-up, then keeps following it. */
-  const startParksTail = async () => {
-    const admin = kafka.admin();
-    await admin.connect();
-    const ends = await admin.fetchTopicOffsets(topics.parks);
-    await admin.disconnect();
-    const pending = new Set(ends.filter((e) => BigInt(e.high) > BigInt(e.low)).map((e) => e.partition));
-    const targets = new Map(ends.map((e) => [e.partition, BigInt(e.high)]));
-    // A group of its own that never commits: every sink instance sees every park, from the start, on every start.
-    parksTail = kafka.consumer({ groupId: `${config.SINK_GROUP_ID}.parks.${randomBytes(6).toString('hex')}`, maxWaitTimeInMs: 100 });
-    await parksTail.connect();
-    await parksTail.subscribe({ topic: topics.parks, fromBeginning: true });
-    // Kafka-transactional topics end in commit markers that no handler sees: kafkajs's end-of-batch event reports
-    // every fetched batch, markers included, with the offset it reached.
-    parksTail.on(parksTail.events.END_BATCH_PROCESS, ({ payload }) => {
-      if (payload.offsetLag === '0' || BigInt(payload.lastOffset) + 1n >= (targets.get(payload.partition) ?? 0n)) pending.delete(payload.partition);
-    });
-    await parksTail.run({
-      autoCommit: false,
-      eachBatch: async ({ batch }) => {
-        for (const message of batch.messages) {
-          const env = decode(message);
-          if (env) mergeParkEvent(env);
-        }
-      },
-    });
-    // Users events must not be judged against an old view of the parks: the group waits for the directory.
-    const startedAt = Date.now();
-    let warnedAt = startedAt;
-    while (pending.size > 0 && !stopping.signal.aborted) {
-      await sleep(50, stopping.signal);
-      if (Date.now() - warnedAt > 30_000) {
-        warnedAt = Date.now();
-        log.warn({ partitions: [...pending], waitedMs: warnedAt - startedAt }, 'park directory still catching up with the call_center_parks topic');
+  /**
+   * Decodes a batch; a message that cannot be decoded (an unknown schema, corrupt bytes) is dead-lettered with the
+   * reason and left out, so it never holds its partition.
+   */
+  const decodeBatch = async ({ batch }: EachBatchPayload): Promise<DecodedMessage<KafkaMessage>[]> => {
+    const out: DecodedMessage<KafkaMessage>[] = [];
+    for (const message of batch.messages) {
+      if (!message.value) {
+        out.push({ message, env: null });
+        continue;
+      }
+      try {
+        out.push({ message, env: registry.decode<DecodedEnvelope>(message.value).value });
+      } catch (e) {
+        const code = isFleetSyncError(e) ? e.code : 'EVENT_UNDECODABLE';
+        log.error({ topic: batch.topic, partition: batch.partition, offset: message.offset, code, err: (e as Error).message }, 'an event cannot be decoded: dead-lettered');
+        await deadLetters.send(message, batch, { code, message: (e as Error).message, attempts: 1 });
       }
     }
-    log.info({ parks: parks.all().length, enabled: parks.enabled().length }, 'park directory caught up');
+    return out;
   };
 
   /** Parks the directory has never heard of are looked up once in the table (the topic may lag behind it). */
@@ -114,121 +90,78 @@ export function startSink(deps: SinkDeps): SinkHandle {
     if (unknown.length > 0) await loadParks(pool, parks, unknown);
   };
 
-  const deadLetter = async (message: KafkaMessage, topic: string, partition: number, error: { code: string; message: string; attempts: number }) => {
-    const headers: Record<string, string | Buffer> = {};
-    for (const [k, v] of Object.entries(message.headers ?? {})) if (v !== undefined) headers[k] = Array.isArray(v) ? String(v[0]) : (v as Buffer | string);
-    await dlqProducer!.send({
-      topic: topics.dlq,
-      acks: -1,
-      messages: [
-        {
-          key: message.key,
-          value: message.value,
-          headers: {
-            ...headers,
-            'fleet-sync.error.code': error.code,
-            'fleet-sync.error.message': error.message,
-            'fleet-sync.attempts': String(error.attempts),
-            'fleet-sync.original.topic': topic,
-            'fleet-sync.original.partition': String(partition),
-            'fleet-sync.original.offset': message.offset,
-            'fleet-sync.failed.at': new Date().toISOString(),
-          },
-        },
-      ],
-    });
-    metrics.deadLetters.inc({ topic });
-  };
-
-  const handleUsers = async ({ batch }: EachBatchPayload) => {
-    const eventsByUid = new Map<string, { message: KafkaMessage; env: Envelope }[]>();
-    const changedProfiles = new Set<string>();
-    const progress = new Map<string, ParkProgress>();
-    const progressOf = (parkId: string) => {
-      let p = progress.get(parkId);
-      if (!p) progress.set(parkId, (p = { parkId, events: 0, skippedNoUid: 0, deadLettered: 0, lastLsn: null, lastCommitTsMs: null }));
-      return p;
-    };
-    let truncated = false;
-    const decoded = batch.messages.map((message) => ({ message, env: decode(message) }));
+  const handleUsers = async (payload: EachBatchPayload) => {
+    const { batch } = payload;
+    const decoded = await decodeBatch(payload);
     await learnUnknownParks(decoded.flatMap(({ env }) => [env?.before?.park_id, env?.after?.park_id].filter((p): p is string => typeof p === 'string')));
-    for (const { message, env } of decoded) {
-      if (!env) continue; // tombstone: the delete before it carried the change
-      if (env.op === 't') {
-        truncated = true;
-        continue;
-      }
-      const before = asUser(env.before);
-      const after = asUser(env.after);
-      const enabledParks = [before?.park_id, after?.park_id].filter((p): p is string => Boolean(p && parks.get(p)?.enabled));
-      if (enabledParks.length === 0) continue; // neither side in a park that syncs
-      const uids = [...new Set([before?.yandex_uid, after?.yandex_uid].filter((u): u is string => Boolean(u)))];
-      for (const parkId of new Set(enabledParks)) {
-        const p = progressOf(parkId);
-        p.lastLsn = env.source.lsn;
-        p.lastCommitTsMs = env.source.commit_ts_ms;
-        if (uids.length === 0) p.skippedNoUid++;
-        else p.events++;
-      }
-      if (uids.length === 0) {
-        metrics.skippedNoUid.inc();
-        continue;
-      }
-      if (profileChanged(before, after) && after?.yandex_uid) changedProfiles.add(after.yandex_uid);
-      for (const uid of uids) eventsByUid.set(uid, [...(eventsByUid.get(uid) ?? []), { message, env }]);
-    }
+    const grouped = groupUsersBatch(decoded, (id) => parks.get(id));
+    if (grouped.skippedNoUid > 0) metrics.skippedNoUid.inc(grouped.skippedNoUid);
+    // A truncate empties the table: every uid fleet-sync manages is brought to that state.
+    const uids = grouped.truncated ? [...new Set([...grouped.uids, ...(await grantedUids(pool))])] : grouped.uids;
     // One pass per uid for the whole batch: the applier reads the rows as they are now, so the last state wins.
-    const uids = truncated ? [...new Set([...eventsByUid.keys(), ...(await grantedUids(pool))])] : [...eventsByUid.keys()];
-    const outcomes = await applier.syncUids(uids, { profileChanged: changedProfiles, signal: stopping.signal });
+    const outcomes = await applier.syncUids(uids, { profileChanged: grouped.profileChanged, managed: grouped.managed, signal: stopping.signal });
     const now = Date.now();
+    let parked = 0;
     for (const [uid, outcome] of outcomes) {
-      const events = eventsByUid.get(uid) ?? [];
+      const events = grouped.eventsByUid.get(uid) ?? [];
       if (outcome.error) {
         const e = outcome.error;
         for (const { message, env } of events) {
-          await deadLetter(message, batch.topic, batch.partition, { code: e.code, message: e.message, attempts: Number(e.details?.attempts ?? 1) });
-          const parkId = String((env.after ?? env.before)?.park_id ?? '');
-          if (parkId) progressOf(parkId).deadLettered++;
+          await deadLetters.send(message, batch, { code: e.code, message: e.message, attempts: Number(e.details?.attempts ?? 1) });
+          const parkId = String((env?.after ?? env?.before)?.park_id ?? '');
+          const progress = grouped.progress.get(parkId);
+          if (progress) progress.deadLettered++;
         }
         continue;
       }
-      for (const { env } of events) if (env.source.commit_ts_ms) metrics.commitToAppliedSeconds.observe((now - env.source.commit_ts_ms) / 1000);
+      if (outcome.parked) {
+        parked++;
+        continue;
+      }
+      for (const { env } of events) if (env?.source.commit_ts_ms) metrics.commitToAppliedSeconds.observe((now - env.source.commit_ts_ms) / 1000);
     }
-    await recordProgress(pool, [...progress.values()]);
+    if (parked > 0) loops?.wake();
+    await recordProgress(pool, [...grouped.progress.values()]);
   };
 
-  const handleParks = async ({ batch, heartbeat }: EachBatchPayload) => {
+  const handleParks = async (payload: EachBatchPayload) => {
     const touched = new Set<string>();
-    for (const message of batch.messages) {
-      const env = decode(message);
+    for (const { env } of await decodeBatch(payload)) {
       if (!env) continue;
-      mergeParkEvent(env);
+      mergeParkEvent(parks, env);
       if (env.op === 't') for (const p of parks.all()) touched.add(p.park_id);
       const row = env.after ?? env.before;
       if (row) touched.add(String(row.park_id));
     }
-    // Turned on, remapped, or off with revoke: the sweep of the park makes the call center match (the backfill).
-    for (const parkId of touched) {
-      const park = parks.get(parkId);
-      const reason = park?.enabled ? 'park_on' : 'park_off';
-      const sweepLog = log.child({ park_id: parkId, reason });
-      sweepLog.info('park changed: sweeping it');
-      let lastBeat = Date.now();
+    // Turned on, remapped, or off: the park's sweep (its backfill, or its revocation) is asked for durably and runs
+    // apart, so a long backfill never holds this or any other partition.
+    await requestParkSweeps(
+      pool,
+      [...touched].map((parkId) => ({ parkId, reason: parks.get(parkId)?.enabled ? 'park_on' : 'park_off' })),
+    );
+    if (touched.size > 0) loops?.wake();
+  };
+
+  /** Runs one batch until it is done: a failure (the database unreachable, Kafka) is retried; nothing is skipped. */
+  const processBatch = async (payload: EachBatchPayload) => {
+    const { batch } = payload;
+    for (let attempt = 1; ; attempt++) {
       try {
-        await reconciler.reconcilePark(parkId, reason, {
-          signal: stopping.signal,
-          onProgress: () => {
-            if (Date.now() - lastBeat > 1_000) {
-              lastBeat = Date.now();
-              void heartbeat().catch(() => {});
-            }
-          },
-        });
+        if (batch.topic === topics.users) await handleUsers(payload);
+        else if (batch.topic === topics.parks) await handleParks(payload);
+        // roles: a deleted role reaches its users as their own change (the foreign key sets role_id to null).
+        else await decodeBatch(payload);
+        return true;
       } catch (e) {
-        // A refusal that retrying cannot mend (recorded in reconcile_runs) must not hold every later park change
-        // of this partition: the interval sweep tries the park again.
-        if (!isFleetSyncError(e) || e.retriable) throw e;
-        sweepLog.error({ code: e.code, err: e.message }, 'sweep of a changed park failed for good; the interval sweep retries it');
+        if (stopping.signal.aborted || !payload.isRunning() || payload.isStale()) return false; // uncommitted: replayed
+        const delayMs = Math.min(200 * 2 ** Math.min(attempt, 7), 10_000);
+        const fields = { topic: batch.topic, partition: batch.partition, attempt, delayMs, code: isFleetSyncError(e) ? e.code : (e as { code?: string })?.code };
+        if (knownError(e)) log.warn({ ...fields, err: (e as Error).message }, 'batch failed; retrying');
+        else {
+          metrics.unexpectedErrors.inc({ stage: 'sink' });
+          log.error({ ...fields, err: e }, 'batch failed with an unexpected error; retrying');
+        }
+        await sleep(delayMs, stopping.signal);
       }
     }
   };
@@ -242,9 +175,19 @@ export function startSink(deps: SinkDeps): SinkHandle {
     } finally {
       await admin.disconnect();
     }
-    dlqProducer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: fastDefaultPartitioner });
-    await dlqProducer.connect();
-    await startParksTail();
+    await deadLetters.connect();
+    loops = startRetryLoops({
+      pool,
+      applier,
+      reconciler: deps.reconciler,
+      log: deps.log,
+      metrics,
+      signal: stopping.signal,
+      backoff: { baseMs: config.CALL_CENTER_RETRY_BASE_MS, maxDelayMs: config.SINK_RETRY_MAX_DELAY_MS },
+    });
+    // Users events must not be judged against an old view of the parks: the group waits for the directory.
+    follower = startParksFollower({ kafka, topic: topics.parks, groupPrefix: config.SINK_GROUP_ID, parks, registry, log, signal: stopping.signal });
+    await follower.caughtUp;
     if (stopping.signal.aborted) return;
 
     group = kafka.consumer({ groupId: config.SINK_GROUP_ID, maxWaitTimeInMs: 50, sessionTimeout: config.SINK_SESSION_TIMEOUT_MS, heartbeatInterval: 1_000 });
@@ -265,22 +208,10 @@ export function startSink(deps: SinkDeps): SinkHandle {
       eachBatch: async (payload) => {
         const { batch } = payload;
         if (batch.messages.length === 0) return;
-        // A call-center outage can hold a batch for any length of time: stay in the group meanwhile.
+        // A slow database can hold a batch for a while: stay in the group meanwhile.
         const beat = setInterval(() => void payload.heartbeat().catch(() => {}), 3_000);
         try {
-          for (let attempt = 1; ; attempt++) {
-            try {
-              if (batch.topic === topics.users) await handleUsers(payload);
-              else if (batch.topic === topics.parks) await handleParks(payload);
-              // roles: a deleted role reaches its users as their own change (the foreign key sets role_id to null).
-              break;
-            } catch (e) {
-              if (stopping.signal.aborted || !payload.isRunning() || payload.isStale()) return; // uncommitted: replayed
-              const delayMs = Math.min(200 * 2 ** Math.min(attempt, 7), 10_000);
-              log.warn({ topic: batch.topic, partition: batch.partition, attempt, delayMs, err: (e as Error).message, code: isFleetSyncError(e) ? e.code : undefined }, 'batch failed; retrying');
-              await sleep(delayMs, stopping.signal);
-            }
-          }
+          if (!(await processBatch(payload))) return;
         } finally {
           clearInterval(beat);
         }
@@ -288,7 +219,8 @@ export function startSink(deps: SinkDeps): SinkHandle {
         // The batch's last offset, a trailing transaction marker included (it carries no event).
         const last = batch.lastOffset();
         payload.resolveOffset(last);
-        // Safe: every event up to `last` is in the call center or in the dead-letter topic.
+        // Safe: every event up to `last` is in the call center, in the dead-letter topic, or parked durably in
+        // call_center_retries / call_center_park_sweeps for a retry apart.
         await group!.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: (BigInt(last) + 1n).toString() }]);
       },
     });
@@ -299,9 +231,11 @@ export function startSink(deps: SinkDeps): SinkHandle {
 
   const done = run().finally(async () => {
     ready = false;
+    stopping.abort();
     await group?.disconnect().catch(() => {});
-    await parksTail?.disconnect().catch(() => {});
-    await dlqProducer?.disconnect().catch(() => {});
+    await follower?.stop();
+    await loops?.done;
+    await deadLetters.close();
   });
 
   return {

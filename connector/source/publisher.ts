@@ -5,6 +5,7 @@ import type { SchemaRegistry } from '../avro/registry.js';
 import type { Config } from '../config.js';
 import { FleetSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { sleep } from '../time.js';
 import { createKafka } from '../kafka/client.js';
 import { fastDefaultPartitioner } from '../kafka/partitioner.js';
 import { ensureTopics } from '../kafka/topics.js';
@@ -32,7 +33,7 @@ export interface Publisher {
    * Resolves once Kafka acknowledged every record (acks=all); rejects with a retriable error otherwise. With
    * exactly-once, the records and the mark commit in one Kafka transaction, or neither does.
    */
-  publish(records: ChangeRecord[], mark?: PublishedMark): Promise<void>;
+  publish(records: ChangeRecord[], mark?: PublishedMark, signal?: AbortSignal): Promise<void>;
   /** The mark of the last committed publish (exactly-once only; null otherwise or when there is none). */
   lastMark(): Promise<PublishedMark | null>;
   close(): Promise<void>;
@@ -134,6 +135,21 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
     }
   }
 
+  /** The last mark, asked for until the broker answers; rejects only when `signal` aborts (nothing is re-sent then). */
+  async function markWhenAnswered(signal?: AbortSignal): Promise<PublishedMark | null> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await lastMark();
+      } catch (e) {
+        await dropProducer();
+        if (signal?.aborted) throw new FleetSyncError('KAFKA_UNAVAILABLE', `the stream mark could not be read back: ${(e as Error).message}`, { cause: e });
+        const delayMs = Math.min(200 * 2 ** Math.min(attempt - 1, 5), 5_000);
+        log.warn({ attempt, delayMs, err: (e as Error).message }, 'reading the stream mark back after a lost commit answer; retrying');
+        await sleep(delayMs, signal);
+      }
+    }
+  }
+
   return {
     async ensureTopics() {
       const a = await connectedAdmin();
@@ -151,7 +167,7 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
       }
       return partitions;
     },
-    async publish(records, mark) {
+    async publish(records, mark, signal) {
       if (records.length === 0) return;
       // A ChangeRecord is a kafkajs Message already (kafkajs ignores the extra `topic`): no copy per record.
       const byTopic = new Map<string, Message[]>();
@@ -186,9 +202,10 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
         if (exactlyOnce && fenced(e)) {
           throw new FleetSyncError('SOURCE_FENCED', `another source took over slot ${config.CDC_SLOT} (Kafka fenced this producer)`, { cause: e });
         }
-        // A commit whose answer was lost may have landed: the mark tells (read after fencing our own past).
+        // A commit whose answer was lost may have landed: the mark tells (read after fencing our own past). Until
+        // the broker answers, nobody knows, and a re-send could publish every event twice: keep asking.
         if (exactlyOnce && mark) {
-          const landed = await lastMark().catch(() => null);
+          const landed = await markWhenAnswered(signal);
           if (landed && landed.scope === mark.scope && !positionAfter(mark.position, landed.position)) {
             log.warn({ records: records.length }, 'the transaction committed although its answer was lost');
             return;

@@ -8,7 +8,7 @@ import type { ChangeRecord, PublishedMark, Publisher } from './publisher.js';
 export async function publishUntilAcknowledged(publisher: Publisher, records: ChangeRecord[], log: Logger, giveUp: AbortSignal, mark?: PublishedMark): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await publisher.publish(records, mark);
+      await publisher.publish(records, mark, giveUp);
       if (attempt > 1) log.info({ attempt, records: records.length }, 'Kafka acknowledged after retrying');
       return;
     } catch (e) {

@@ -26,7 +26,16 @@ export function createSyncContext(deps: { config: Config; log: Logger; metrics: 
   pool.on('error', (e) => deps.log.warn({ err: e.message }, 'idle database connection failed'));
   const client = deps.client ?? createCallCenterClient(callCenterClientDepsFromConfig(config, deps.log, metrics));
   const parks = createParkDirectory();
-  const applier = createApplier({ pool, client, parks, locks: createKeyedLock(), log: deps.log, metrics, maxInFlight: config.SINK_MAX_IN_FLIGHT_USERS });
+  const applier = createApplier({
+    pool,
+    client,
+    parks,
+    locks: createKeyedLock(),
+    log: deps.log,
+    metrics,
+    maxInFlight: config.SINK_MAX_IN_FLIGHT_USERS,
+    retryBackoff: { baseMs: config.CALL_CENTER_RETRY_BASE_MS, maxDelayMs: config.SINK_RETRY_MAX_DELAY_MS },
+  });
   return {
     pool,
     client,

@@ -60,6 +60,20 @@ export function desiredGrants(rows: readonly UserRow[], parks: (parkId: string) 
   return new Map([...out].map(([k, v]) => [k, [...v].sort()]));
 }
 
+/**
+ * The (project, uid) keys a change's rows reach through enabled parks: an event's old and new row. fleet-sync
+ * manages each of them, even once no row shows it any more (a delete, a move to another park, a new uid).
+ */
+export function managedKeys(rows: readonly (UserRow | null | undefined)[], parks: (parkId: string) => ParkSync | undefined): string[] {
+  const keys: string[] = [];
+  for (const row of rows) {
+    if (!row?.yandex_uid) continue;
+    const park = parks(row.park_id);
+    if (park?.enabled) keys.push(grantKey(park.project_id, row.yandex_uid));
+  }
+  return keys;
+}
+
 export function sameRoles(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
   const x = [...(a ?? [])].sort();
   const y = [...(b ?? [])].sort();

@@ -1,4 +1,5 @@
-// The sink's SQL: user rows by uid, fleet-sync's grant records, per-park progress. One query a function.
+// The SQL of access sync: user rows by uid, fleet-sync's grant records, parked retries, park sweep requests,
+// per-park progress. One query a function.
 import type pg from 'pg';
 import type { UserRow } from './desired.js';
 
@@ -27,7 +28,7 @@ export interface GrantRecord {
   pending: boolean;
 }
 
-export async function grantsByUid(db: pg.Pool, uids: string[]): Promise<GrantRecord[]> {
+export async function grantsByUid(db: pg.Pool | pg.PoolClient, uids: string[]): Promise<GrantRecord[]> {
   if (uids.length === 0) return [];
   const { rows } = await db.query<GrantRecord>('SELECT project_id, uid, park_id, role_ids, pending FROM call_center_grants WHERE uid = ANY($1::text[])', [uids]);
   return rows;
@@ -44,7 +45,7 @@ export async function grantedUids(db: pg.Pool, where: { parkId?: string; project
 }
 
 /** Written before the call: a crash after the call can then never leave a grant fleet-sync does not know it made. */
-export async function recordPendingGrants(db: pg.Pool, grants: { projectId: string; uid: string; parkId: string; roleIds: string[] }[]): Promise<void> {
+export async function recordPendingGrants(db: pg.Pool | pg.PoolClient, grants: { projectId: string; uid: string; parkId: string; roleIds: string[] }[]): Promise<void> {
   if (grants.length === 0) return;
   await db.query(
     `INSERT INTO call_center_grants (project_id, uid, park_id, role_ids, pending)
@@ -60,51 +61,216 @@ export interface SettledGrant {
   projectId: string;
   uid: string;
   parkId: string;
-  /** What the call center now holds from fleet-sync; [] forgets the record. */
+  /** What the call center now holds from fleet-sync. */
   roleIds: string[];
+  /**
+   * The uid is a user of an enabled park mapped to the project: its record stays (even with []) so that the
+   * uid stays managed. A revoked uid that is no such user is forgotten (the call-center team's to manage again).
+   */
+  member: boolean;
 }
 
 /** After the call center accepted: an upsert, so a set that reached the call center always has its record. */
-export async function settleGrants(db: pg.Pool, settled: SettledGrant[]): Promise<void> {
+export async function settleGrants(db: pg.Pool | pg.PoolClient, settled: SettledGrant[]): Promise<void> {
   if (settled.length === 0) return;
-  const payload = JSON.stringify(settled.map((s) => ({ project_id: s.projectId, uid: s.uid, park_id: s.parkId, role_ids: s.roleIds })));
+  const payload = JSON.stringify(settled.map((s) => ({ project_id: s.projectId, uid: s.uid, park_id: s.parkId, role_ids: s.roleIds, keep: s.member || s.roleIds.length > 0 })));
   await db.query(
-    `WITH s AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS s(project_id text, uid text, park_id text, role_ids jsonb)),
-     gone AS (DELETE FROM call_center_grants g USING s WHERE jsonb_array_length(s.role_ids) = 0 AND g.project_id = s.project_id AND g.uid = s.uid)
+    `WITH s AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS s(project_id text, uid text, park_id text, role_ids jsonb, keep boolean)),
+     gone AS (DELETE FROM call_center_grants g USING s WHERE NOT s.keep AND g.project_id = s.project_id AND g.uid = s.uid)
      INSERT INTO call_center_grants (project_id, uid, park_id, role_ids, pending)
-     SELECT project_id, uid, park_id, ARRAY(SELECT jsonb_array_elements_text(role_ids)), false FROM s WHERE jsonb_array_length(role_ids) > 0
+     SELECT project_id, uid, park_id, ARRAY(SELECT jsonb_array_elements_text(role_ids)), false FROM s WHERE keep
      ON CONFLICT (project_id, uid) DO UPDATE SET park_id = EXCLUDED.park_id, role_ids = EXCLUDED.role_ids, pending = false, updated_at = now()`,
     [payload],
   );
 }
 
+/**
+ * The sweep's adoption of park users it found holding exactly what the rules give: recorded as managed (never
+ * over a record the stream wrote meanwhile), so a later disable, delete or hand-made grant is repaired.
+ */
+export async function adoptGrants(db: pg.Pool, projectId: string, parkId: string, found: { uid: string; roleIds: readonly string[] }[]): Promise<number> {
+  if (found.length === 0) return 0;
+  const { rowCount } = await db.query(
+    `INSERT INTO call_center_grants (project_id, uid, park_id, role_ids, pending)
+     SELECT $1, f.uid, $2, ARRAY(SELECT jsonb_array_elements_text(f.role_ids)), false
+     FROM jsonb_to_recordset($3::jsonb) AS f(uid text, role_ids jsonb)
+     ON CONFLICT (project_id, uid) DO NOTHING`,
+    [projectId, parkId, JSON.stringify(found.map((f) => ({ uid: f.uid, role_ids: f.roleIds })))],
+  );
+  return rowCount ?? 0;
+}
+
+/** Every uid with a yandex_uid among a park's rows: whom a park off with revoke takes access from. */
+export async function uidsOfPark(db: pg.Pool, parkId: string): Promise<string[]> {
+  const { rows } = await db.query<{ uid: string }>('SELECT DISTINCT yandex_uid AS uid FROM users WHERE park_id = $1 AND yandex_uid IS NOT NULL', [parkId]);
+  return rows.map((r) => r.uid);
+}
+
 // Two-key advisory locks live apart from the one-key ones (migrations, source leadership).
 const UID_LOCK_CLASS = 7_212_002;
 
+export interface UidLocks {
+  release(): Promise<void>;
+  /** True when the lock connection failed while held: the locks are gone, and the work under them must be redone. */
+  lost(): boolean;
+}
+
 /**
  * Takes an advisory lock per uid on a connection of its own, in one statement and in hash order (two callers
- * never deadlock); returns the release.
+ * never deadlock). The caller bounds how many uids it locks at once: each lock takes a slot of the server's
+ * shared lock table (max_locks_per_transaction × max_connections).
  */
-export async function lockUids(pool: pg.Pool, uids: string[]): Promise<() => Promise<void>> {
+export async function lockUids(pool: pg.Pool, uids: string[]): Promise<UidLocks> {
   const client = await pool.connect();
+  let lost = false;
+  // A checked-out client's connection error is emitted on the client: without a listener it would end the process.
+  const onError = () => {
+    lost = true;
+  };
+  client.on('error', onError);
   try {
     await client.query(
       `SELECT pg_advisory_lock($1, k) FROM (SELECT DISTINCT hashtext(u) AS k FROM unnest($2::text[]) AS u ORDER BY 1) AS keys`,
       [UID_LOCK_CLASS, uids],
     );
   } catch (e) {
+    client.off('error', onError);
     client.release(e as Error);
     throw e;
   }
-  return async () => {
-    try {
-      await client.query('SELECT pg_advisory_unlock_all()');
-      client.release();
-    } catch (e) {
-      // A connection that could not unlock is closed, which releases its locks.
-      client.release(e as Error);
-    }
+  return {
+    lost: () => lost,
+    async release() {
+      try {
+        if (lost) throw new Error('lock connection lost');
+        await client.query('SELECT pg_advisory_unlock_all()');
+        client.off('error', onError);
+        client.release();
+      } catch (e) {
+        // A connection that could not unlock is closed, which releases its locks.
+        client.off('error', onError);
+        client.release(e as Error);
+      }
+    },
   };
+}
+
+export interface ParkedUid {
+  uid: string;
+  /** Projects to settle even without a row there (from the events or the revocation that asked). */
+  projects: string[];
+  profile: boolean;
+  error: string;
+}
+
+export interface RetryRow {
+  uid: string;
+  projects: string[];
+  profile: boolean;
+  generation: string;
+  attempts: number;
+}
+
+/**
+ * Parks uids whose change the call center did not take: the next try waits base · 2^attempts (with jitter), at
+ * most maxDelayMs. A uid parked again keeps the projects and profile flag it had, and its generation grows.
+ */
+export async function parkUids(db: pg.Pool, parked: ParkedUid[], backoff: { baseMs: number; maxDelayMs: number }): Promise<void> {
+  if (parked.length === 0) return;
+  await db.query(
+    `INSERT INTO call_center_retries AS r (uid, projects, profile, attempts, next_at, last_error)
+     SELECT p.uid, ARRAY(SELECT jsonb_array_elements_text(p.projects)), p.profile, 1,
+            now() + make_interval(secs => $2::float8 / 1000.0 * (0.5 + random() / 2)), p.error
+     FROM jsonb_to_recordset($1::jsonb) AS p(uid text, projects jsonb, profile boolean, error text)
+     ON CONFLICT (uid) DO UPDATE SET
+       projects = ARRAY(SELECT DISTINCT x FROM unnest(r.projects || EXCLUDED.projects) AS x),
+       profile = r.profile OR EXCLUDED.profile,
+       attempts = r.attempts + 1,
+       generation = r.generation + 1,
+       next_at = now() + make_interval(secs => least($3::float8, $2::float8 * power(2, least(r.attempts, 20))) / 1000.0 * (0.5 + random() / 2)),
+       last_error = EXCLUDED.last_error,
+       updated_at = now()`,
+    [JSON.stringify(parked), backoff.baseMs, backoff.maxDelayMs],
+  );
+}
+
+export async function retriesByUid(db: pg.Pool, uids: string[]): Promise<RetryRow[]> {
+  if (uids.length === 0) return [];
+  const { rows } = await db.query<RetryRow>(
+    'SELECT uid, projects, profile, generation::text, attempts FROM call_center_retries WHERE uid = ANY($1::text[])',
+    [uids],
+  );
+  return rows;
+}
+
+/** Forgets parked uids that are now done: only the generation that was read, never a parking made since. */
+export async function clearRetries(db: pg.Pool, done: { uid: string; generation: string }[]): Promise<void> {
+  if (done.length === 0) return;
+  await db.query(
+    `DELETE FROM call_center_retries r USING jsonb_to_recordset($1::jsonb) AS d(uid text, generation bigint)
+     WHERE r.uid = d.uid AND r.generation = d.generation`,
+    [JSON.stringify(done)],
+  );
+}
+
+/**
+ * Takes up to `limit` parked uids whose time has come, leasing them for `leaseMs` (another sink member skips
+ * them meanwhile; a crashed one's lease runs out and the uid is taken again).
+ */
+export async function claimDueRetries(db: pg.Pool, limit: number, leaseMs: number): Promise<string[]> {
+  const { rows } = await db.query<{ uid: string }>(
+    `UPDATE call_center_retries SET next_at = now() + make_interval(secs => $2::float8 / 1000.0)
+     WHERE uid IN (SELECT uid FROM call_center_retries WHERE next_at <= now() ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+     RETURNING uid`,
+    [limit, leaseMs],
+  );
+  return rows.map((r) => r.uid);
+}
+
+export async function countRetries(db: pg.Pool): Promise<number> {
+  const { rows } = await db.query<{ n: string }>('SELECT count(*) AS n FROM call_center_retries');
+  return Number(rows[0]!.n);
+}
+
+/** A park's sweep, asked for durably before the offset of the park change that asks for it is committed. */
+export async function requestParkSweeps(db: pg.Pool, requests: { parkId: string; reason: string }[]): Promise<void> {
+  if (requests.length === 0) return;
+  await db.query(
+    `INSERT INTO call_center_park_sweeps AS s (park_id, reason)
+     SELECT r.park_id, r.reason FROM jsonb_to_recordset($1::jsonb) AS r(park_id text, reason text)
+     ON CONFLICT (park_id) DO UPDATE SET reason = EXCLUDED.reason, attempts = 0, generation = s.generation + 1, next_at = now(), requested_at = now()`,
+    [JSON.stringify(requests.map((r) => ({ park_id: r.parkId, reason: r.reason })))],
+  );
+}
+
+export interface ParkSweepRequest {
+  park_id: string;
+  reason: string;
+  generation: string;
+}
+
+export async function claimDueParkSweep(db: pg.Pool, leaseMs: number): Promise<ParkSweepRequest | null> {
+  const { rows } = await db.query<ParkSweepRequest>(
+    `UPDATE call_center_park_sweeps SET next_at = now() + make_interval(secs => $1::float8 / 1000.0)
+     WHERE park_id = (SELECT park_id FROM call_center_park_sweeps WHERE next_at <= now() ORDER BY next_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+     RETURNING park_id, reason, generation::text`,
+    [leaseMs],
+  );
+  return rows[0] ?? null;
+}
+
+/** Done: forgotten unless asked for again meanwhile (then the newer request runs too). */
+export async function finishParkSweep(db: pg.Pool, request: ParkSweepRequest): Promise<void> {
+  await db.query('DELETE FROM call_center_park_sweeps WHERE park_id = $1 AND generation = $2', [request.park_id, request.generation]);
+}
+
+export async function deferParkSweep(db: pg.Pool, request: ParkSweepRequest, error: string, backoff: { baseMs: number; maxDelayMs: number }): Promise<void> {
+  await db.query(
+    `UPDATE call_center_park_sweeps SET attempts = attempts + 1, last_error = $3,
+       next_at = now() + make_interval(secs => least($5::float8, $4::float8 * power(2, least(attempts, 20))) / 1000.0 * (0.5 + random() / 2))
+     WHERE park_id = $1 AND generation = $2`,
+    [request.park_id, request.generation, error, backoff.baseMs, backoff.maxDelayMs],
+  );
 }
 
 export interface ParkProgress {

@@ -111,8 +111,8 @@ try {
     ensureTopics: () => kafka.ensureTopics(),
     close: () => kafka.close(),
     lastMark: () => kafka.lastMark(),
-    async publish(records, mark) {
-      await kafka.publish(records, mark);
+    async publish(records, mark, signal) {
+      await kafka.publish(records, mark, signal);
       const now = performance.now();
       for (const r of records) {
         if (!r.value) continue;

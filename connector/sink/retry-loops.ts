@@ -1,0 +1,134 @@
+// Work the sink keeps apart from its partitions so that nothing holds them: parked uids (a call the call center
+// did not take for now) and parks waiting for their sweep (the backfill, or the revocation). Each is durable in
+// PostgreSQL before the offsets of its events are committed, and taken with a lease, so a crashed sink member's
+// work is taken up again by another.
+import type pg from 'pg';
+import { isFleetSyncError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { Applier } from '../sync/applier.js';
+import type { Reconciler, SweepReason } from '../sync/reconciler.js';
+import { claimDueParkSweep, claimDueRetries, countRetries, deferParkSweep, finishParkSweep } from '../sync/store.js';
+import { sleep } from '../time.js';
+
+export interface RetryLoopsDeps {
+  pool: pg.Pool;
+  applier: Applier;
+  reconciler: Reconciler;
+  log: Logger;
+  metrics: Metrics;
+  signal: AbortSignal;
+  backoff: { baseMs: number; maxDelayMs: number };
+  /** How often to look for due work when there was none. */
+  pollMs?: number;
+}
+
+export interface RetryLoops {
+  /** Something was just parked or requested: look now rather than at the next poll. */
+  wake(): void;
+  /** Settles when both loops have stopped (after the signal aborts); they never stop on their own. */
+  done: Promise<void>;
+}
+
+const RETRY_BATCH = 500;
+const RETRY_LEASE_MS = 30_000;
+// A backfill of a large park takes minutes: the lease outlasts it, so a second member does not start it again.
+const SWEEP_LEASE_MS = 10 * 60_000;
+
+/** A poll wait that a wake() ends early; a wake() while not waiting makes the next wait return at once. */
+function waker(signal: AbortSignal) {
+  let kick: (() => void) | null = null;
+  let pending = false;
+  return {
+    async idle(ms: number) {
+      if (!pending) await Promise.race([sleep(ms, signal), new Promise<void>((r) => (kick = r))]);
+      kick = null;
+      pending = false;
+    },
+    wake() {
+      pending = true;
+      kick?.();
+    },
+  };
+}
+
+export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
+  const { pool, applier, reconciler, metrics, signal } = deps;
+  const log = deps.log.child({ module: 'retries' });
+  const pollMs = deps.pollMs ?? 250;
+  const retryWaker = waker(signal);
+  const sweepWaker = waker(signal);
+
+  /** A failure of the loop itself (the database unreachable, or a defect): logged, counted when unknown, retried. */
+  const trouble = async (what: string, e: unknown, attempt: number) => {
+    if (signal.aborted) return;
+    const known = isFleetSyncError(e) || (e as { code?: unknown })?.code !== undefined;
+    if (known) log.warn({ err: (e as Error).message, attempt }, `${what} failed; retrying`);
+    else {
+      metrics.unexpectedErrors.inc({ stage: 'sink' });
+      log.error({ err: e, attempt }, `${what} failed with an unexpected error; retrying`);
+    }
+    await sleep(Math.min(200 * 2 ** Math.min(attempt, 6), 10_000), signal);
+  };
+
+  const retries = (async () => {
+    let lastCount = 0;
+    for (let attempt = 1; !signal.aborted; ) {
+      try {
+        const uids = await claimDueRetries(pool, RETRY_BATCH, RETRY_LEASE_MS);
+        if (uids.length > 0) {
+          const outcomes = await applier.syncUids(uids, { signal });
+          const parked = [...outcomes.values()].filter((o) => o.parked).length;
+          log.info({ uids: uids.length, done: uids.length - parked, parked }, 'retried parked uids');
+        }
+        if (Date.now() - lastCount > 1_000) {
+          lastCount = Date.now();
+          metrics.parkedUids.set(await countRetries(pool));
+        }
+        attempt = 1;
+        if (uids.length < RETRY_BATCH) await retryWaker.idle(pollMs);
+      } catch (e) {
+        await trouble('retrying parked uids', e, attempt++);
+      }
+    }
+  })();
+
+  const sweeps = (async () => {
+    for (let attempt = 1; !signal.aborted; ) {
+      try {
+        const request = await claimDueParkSweep(pool, SWEEP_LEASE_MS);
+        attempt = 1;
+        if (!request) {
+          await sweepWaker.idle(pollMs);
+          continue;
+        }
+        const sweepLog = log.child({ park_id: request.park_id, reason: request.reason });
+        sweepLog.info('park changed: sweeping it');
+        try {
+          await reconciler.reconcilePark(request.park_id, request.reason as SweepReason, { signal });
+          await finishParkSweep(pool, request);
+        } catch (e) {
+          if (signal.aborted) break;
+          if (isFleetSyncError(e) && !e.retriable) {
+            // A refusal retrying cannot mend (recorded in reconcile_runs): the interval sweep tries the park again.
+            sweepLog.error({ code: e.code, err: e.message }, 'sweep of a changed park failed for good; the interval sweep retries it');
+            await finishParkSweep(pool, request);
+          } else {
+            sweepLog.warn({ err: (e as Error).message }, 'sweep of a changed park failed; retrying it later');
+            await deferParkSweep(pool, request, (e as Error).message, deps.backoff);
+          }
+        }
+      } catch (e) {
+        await trouble('sweeping changed parks', e, attempt++);
+      }
+    }
+  })();
+
+  return {
+    wake() {
+      retryWaker.wake();
+      sweepWaker.wake();
+    },
+    done: Promise.all([retries, sweeps]).then(() => {}),
+  };
+}
