@@ -4,9 +4,9 @@
 // would, then live changes while the display shows what flows; it ends by checking the call center against the
 // database by SPEC §5's rules, prints a summary, stops what it started and exits 0 (1 if the check fails).
 // `--keep` leaves everything running and prints the URLs and the `export` lines to use them.
-import { execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
@@ -62,16 +62,35 @@ function whole(min: number, max: number) {
   };
 }
 
-/** The environment's services, or the local ones from scripts/services (started, and installed when missing). */
-function ensureServices(progress: Progress): Services {
+/** Runs a command to its end, its stderr shown or not, without blocking the event loop (a Ctrl-C is heard). */
+function run(command: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; stderr?: 'inherit' | 'pipe' } = {}): Promise<string> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(command, args, { cwd: options.cwd ?? root, env: options.env ?? process.env, stdio: ['ignore', 'pipe', options.stderr ?? 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr?.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('exit', (code, signal) =>
+      code === 0 ? resolvePromise(out) : reject(new Error(`${relative(root, command) || command} ${args.join(' ')} failed (${signal ?? `exit ${code}`})${err ? `: ${err.trim().split('\n').slice(-5).join('\n')}` : ''}`)),
+    );
+  });
+}
+
+/**
+ * The environment's services, or the local ones from scripts/services (started, and installed when missing).
+ * `willStart` hears which services this run starts before it starts them, so that even an interrupted start is undone.
+ */
+async function ensureServices(progress: Progress, willStart: (names: Array<'postgres' | 'kafka'>) => void): Promise<Services> {
   if (process.env.DATABASE_URL && process.env.KAFKA_BROKERS) {
     progress.note(`services: PostgreSQL and Kafka from DATABASE_URL and KAFKA_BROKERS`);
     return { databaseUrl: process.env.DATABASE_URL, kafkaBrokers: process.env.KAFKA_BROKERS, started: [] };
   }
-  const status = execFileSync(SERVICES, ['status'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const status = await run(SERVICES, ['status']);
   const started = (['postgres', 'kafka'] as const).filter((name) => !new RegExp(`^${name}: running`, 'm').test(status));
+  willStart(started);
   if (started.length > 0) progress.note(`services: starting ${started.join(' and ')} (scripts/services up; the first run fetches Kafka and may install PostgreSQL)`);
-  const out = execFileSync(SERVICES, ['up'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const out = await run(SERVICES, ['up'], { stderr: 'inherit' });
   const vars = Object.fromEntries([...out.matchAll(/^export (\w+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]));
   if (!vars.DATABASE_URL || !vars.KAFKA_BROKERS) throw new Error(`scripts/services up printed no DATABASE_URL and KAFKA_BROKERS:\n${out}`);
   progress.note(`services: PostgreSQL and Kafka from scripts/services (${relative(process.cwd(), join(root, '.services')) || '.services'})`);
@@ -119,7 +138,7 @@ interface Step {
   seconds: number;
 }
 
-async function run(opts: Options): Promise<number> {
+async function demo(opts: Options): Promise<number> {
   const startedAt = Date.now();
   const progress = createProgress(process.stdout, startedAt);
   const name = `demo_${Date.now().toString(36)}_${randomBytes(2).toString('hex')}`;
@@ -133,34 +152,44 @@ async function run(opts: Options): Promise<number> {
   let ok = false;
   let keep = opts.keep;
 
-  const cleanUp = async () => {
-    if (ticker) clearInterval(ticker);
-    await pool?.end().catch(() => {});
-    pool = undefined;
-    for (const step of cleanups.reverse()) {
-      try {
-        await step.run();
-      } catch (e) {
-        process.stderr.write(`demo: could not ${step.what}: ${(e as Error).message}\n`);
+  let interruptedBy: string | null = null;
+  let cleaning: Promise<void> | undefined;
+  /** Undoes what was started, last first; once, however many paths ask for it (an error and a Ctrl-C together). */
+  const cleanUp = () =>
+    (cleaning ??= (async () => {
+      if (ticker) clearInterval(ticker);
+      await pool?.end().catch(() => {});
+      pool = undefined;
+      for (const step of [...cleanups].reverse()) {
+        try {
+          await step.run();
+        } catch (e) {
+          process.stderr.write(`demo: could not ${step.what}: ${(e as Error).message}\n`);
+        }
       }
-    }
-    cleanups.length = 0;
-  };
+      cleanups.length = 0;
+    })());
   const interrupted = new Promise<number>((resolvePromise) => {
-    process.once('SIGINT', () => {
+    const onSignal = (signal: string) => {
+      if (interruptedBy) return; // a second Ctrl-C while stopping: the stop goes on
+      interruptedBy = signal;
       keep = false;
       progress.stop();
-      process.stdout.write('\ninterrupted: stopping what the demo started\n');
-      void cleanUp().then(() => resolvePromise(130));
-    });
+      process.stdout.write(`\n${signal}: stopping what the demo started\n`);
+      void cleanUp().then(() => {
+        if (existsSync(runDir)) process.stdout.write(`logs of the run in ${runDir}/\n`);
+        resolvePromise(130);
+      });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
   });
 
   const work = async (): Promise<number> => {
     // 1. Services, a fresh database, the schema, the fleet.
-    const services = ensureServices(progress);
-    for (const service of services.started) {
-      cleanups.push({ what: `stop ${service}`, run: async () => execFileSync(SERVICES, ['stop', service], { stdio: ['ignore', 'ignore', 'pipe'] }) });
-    }
+    const services = await ensureServices(progress, (names) => {
+      for (const service of names) cleanups.push({ what: `stop ${service}`, run: () => run(SERVICES, ['stop', service]) });
+    });
     mkdirSync(runDir, { recursive: true });
     await adminQuery(services.databaseUrl, `CREATE DATABASE ${name}`);
     cleanups.push({ what: `drop the database ${name}`, run: () => dropDatabase(services.databaseUrl, name) });
@@ -318,7 +347,7 @@ async function run(opts: Options): Promise<number> {
 
     // 5. The check: the call center against the database, and a sweep to show what the stream missed.
     progress.phase('checking: a reconciliation sweep compares every synced user with the call center');
-    const sweepOut = execFileSync(process.execPath, ['bin/fleet-sync.js', 'reconcile', '--once'], { cwd: root, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const sweepOut = await run(process.execPath, ['bin/fleet-sync.js', 'reconcile', '--once'], { env });
     const sweeps = Object.values(JSON.parse(sweepOut) as Record<string, { checked: number; corrected_profiles: number; corrected_grants: number; revoked: number; failed: number }>);
     const sweep = sweeps.reduce(
       (a, s) => ({ checked: a.checked + s.checked, corrections: a.corrections + s.corrected_profiles + s.corrected_grants + s.revoked, failed: a.failed + s.failed }),
@@ -398,6 +427,7 @@ async function run(opts: Options): Promise<number> {
   try {
     return await Promise.race([work(), interrupted]);
   } catch (e) {
+    if (interruptedBy) return interrupted;
     progress.stop();
     process.stderr.write(`\ndemo failed: ${(e as Error).message}\n`);
     if (keep) {
@@ -407,7 +437,7 @@ async function run(opts: Options): Promise<number> {
       return 1;
     }
     await cleanUp();
-    process.stderr.write(`logs kept in ${runDir}/\n`);
+    if (existsSync(runDir)) process.stderr.write(`logs kept in ${runDir}/\n`);
     return 1;
   }
 }
@@ -420,7 +450,7 @@ const program = new Command('npm start --')
   .showHelpAfterError()
   .action(async (opts: Options) => {
     // Exit now: with --keep the children live on, and nothing of the demo's own is left to finish.
-    process.exit(await run(opts));
+    process.exit(await demo(opts));
   });
 
 await program.parseAsync();
