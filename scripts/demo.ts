@@ -27,7 +27,7 @@ import {
   seedFleet,
   type FleetUser,
 } from './lib/fleet.js';
-import { canonical, expectedGrants, grantDiff, heldGrantsOf, type Grants } from './lib/grants.js';
+import { canonical, expectedGrants, grantDiff, nonEmpty, type Grants } from './lib/oracle.js';
 import { readMetrics, type MetricsView } from './lib/metrics-view.js';
 import { freePort, startChild, stopChild, waitUntil, type Child } from './lib/processes.js';
 import { createProgress, fmt, secs, type ParkStatus, type Progress, type Snapshot, type SourceStatus } from './lib/progress.js';
@@ -276,8 +276,8 @@ async function demo(opts: Options): Promise<number> {
         .finally(() => (polling = false));
     }, process.stdout.isTTY ? 250 : 500);
 
-    // Convergence: the call center's grants equal what the database says by SPEC §5 (scripts/lib/grants.ts).
-    const held = async (): Promise<Grants> => heldGrantsOf(await getJson<SimState>(`${simUrl}/_sim/state`));
+    // Convergence: the call center's grants equal what the database says by SPEC §5 (scripts/lib/oracle.ts).
+    const held = async (): Promise<Grants> => nonEmpty((await getJson<SimState>(`${simUrl}/_sim/state`)).projects);
     const converged = async () => canonical(await held()) === canonical(await expectedGrants(pool!));
     const steps: Step[] = [];
     const step = async (stepName: string, detail: string | (() => Promise<string>), change: () => Promise<void>) => {

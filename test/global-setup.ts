@@ -14,6 +14,8 @@ export default function setup(): () => void {
   if (process.env.DATABASE_URL && process.env.KAFKA_BROKERS) return () => {};
   const dir = fileURLToPath(new URL('../.services/test', import.meta.url));
   const env = { ...process.env, FLEET_SYNC_SERVICES_DIR: dir };
+  // The fault tests restart PostgreSQL and Kafka through the same script (test/services.ts).
+  process.env.FLEET_SYNC_TEST_SERVICES_DIR = dir;
   const out = execFileSync(servicesScript, ['up'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   for (const line of out.split('\n')) {
     const m = /^export (\w+)=(.*)$/.exec(line.trim());

@@ -11,6 +11,8 @@ export interface ReadMessage<T = Record<string, unknown>> {
   /** null for a tombstone. */
   value: T | null;
   headers: Record<string, string>;
+  /** Set when the key or value could not be decoded (then both are null): the bytes as they were. */
+  raw?: { key: Buffer | null; value: Buffer | null };
 }
 
 const registry = loadSchemaRegistry();
@@ -38,14 +40,16 @@ export async function readTopics<T = Record<string, unknown>>(brokers: string, t
       for (const m of batch.messages) {
         const headers: Record<string, string> = {};
         for (const [k, v] of Object.entries(m.headers ?? {})) headers[k] = String(v);
-        messages.push({
-          topic: batch.topic,
-          partition: batch.partition,
-          offset: m.offset,
-          key: m.key ? (registry.decode(m.key).value as Record<string, unknown>) : null,
-          value: m.value === null ? null : (registry.decode(m.value).value as T),
-          headers,
-        });
+        const base = { topic: batch.topic, partition: batch.partition, offset: m.offset, headers };
+        try {
+          messages.push({
+            ...base,
+            key: m.key ? (registry.decode(m.key).value as Record<string, unknown>) : null,
+            value: m.value === null ? null : (registry.decode(m.value).value as T),
+          });
+        } catch {
+          messages.push({ ...base, key: null, value: null, raw: { key: m.key, value: m.value } });
+        }
       }
     },
   });

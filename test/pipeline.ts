@@ -1,5 +1,5 @@
 // A whole pipeline for a test file: its own database, slot and topic prefix, the source, the call-center
-// simulator and the sink; and waiting for the call center to hold what the oracle (scripts/lib/grants.ts) says.
+// simulator and the sink; and waiting for the call center to hold what the oracle (scripts/lib/oracle.ts) says.
 import { Kafka, logLevel } from 'kafkajs';
 import type pg from 'pg';
 import type { Config } from '../connector/config.js';
@@ -8,7 +8,7 @@ import { startSink, type SinkHandle } from '../connector/sink/sink.js';
 import { startSource, type SourceHandle } from '../connector/source/source.js';
 import type { Reconciler } from '../connector/sync/reconciler.js';
 import { createSyncStack, type SyncStack } from '../connector/wiring.js';
-import { canonical, expectedGrants, grantDiff, heldGrantsOf, type Grants } from '../scripts/lib/grants.js';
+import { canonical, expectedGrants, grantDiff, nonEmpty, type Grants } from '../scripts/lib/oracle.js';
 import { createSimulator, type Simulator } from '../simulator/simulator.js';
 import { createTestDatabase, testConfig, testLogger, uniqueName, waitFor, type TestDatabase } from './helpers.js';
 
@@ -77,9 +77,9 @@ export async function startPipeline(options: { sink?: boolean; overrides?: Recor
   return pipeline;
 }
 
-/** The simulator's grants without projects left empty. */
+/** The simulator's grants without uids or projects that hold nothing. */
 export function heldGrants(sim: Simulator): Grants {
-  return heldGrantsOf(sim.state());
+  return nonEmpty(sim.state().projects);
 }
 
 /** Waits until the call center holds exactly what the database says; fails listing the differences. */
@@ -165,4 +165,15 @@ export async function waitForProject(p: Pick<Pipeline, 'sim' | 'db'>, projectId:
     const diff = grantDiff({ [projectId]: held() }, { [projectId]: await expected() });
     throw new Error(`${(e as Error).message}; differences: ${diff.slice(0, 20).join('; ')}${diff.length > 20 ? ` (+${diff.length - 20} more)` : ''}`);
   }
+}
+
+/** Waits until the source has published every change committed so far, and the sink has processed all of it. */
+export async function pipelineCaughtUp(p: Pipeline): Promise<void> {
+  const { rows } = await p.db.pool.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+  await waitFor(
+    async () =>
+      (await p.db.pool.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn >= $2::pg_lsn', [p.config.CDC_SLOT, rows[0]!.lsn])).rowCount === 1,
+    { what: 'the source to publish every committed change', timeoutMs: 30_000 },
+  );
+  await waitFor(() => groupCaughtUp(p), { what: 'the sink to process every event', timeoutMs: 30_000 });
 }

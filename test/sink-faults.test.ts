@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { deadLetterTopic } from '../connector/kafka/topics.js';
-import { canonical, expectedGrants } from '../scripts/lib/grants.js';
+import { canonical, expectedGrants } from '../scripts/lib/oracle.js';
 import { childStdio, testLogLevel, waitFor } from './helpers.js';
 import { readTopics } from './kafka-helpers.js';
 import { CC_TOKEN, groupCaughtUp, heldGrants, startPipeline, waitForConvergence, type Pipeline } from './pipeline.js';

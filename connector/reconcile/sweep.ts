@@ -59,7 +59,12 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
           const members = park.project_id ? await uidsOfPark(pool, parkId) : [];
           const granted = await grantedUids(pool, { parkId, projectId });
           const managed = members.map((uid) => grantKey(park.project_id, uid));
-          const outcomes = await applier.syncUids([...granted, ...members], { managed, signal: options.signal });
+          // What the project holds now: a member holding nothing there, and never recorded, needs nothing.
+          const listed = park.project_id ? await listProject(park.project_id, options) : new Map<string, string[]>();
+          const holders = members.filter((uid) => (listed.get(grantKey(park.project_id, uid))?.length ?? 0) > 0);
+          const uids = [...new Set([...granted, ...holders])];
+          const actual = park.project_id ? pick(listed, park.project_id, uids) : undefined;
+          const outcomes = await applier.syncUids(uids, { managed, ...(actual ? { actual } : {}), signal: options.signal });
           tally(counts, outcomes);
           if (![...outcomes.values()].some((o) => o.revoked > 0)) break;
         }
@@ -92,8 +97,8 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     );
   }
 
-  async function sweepEnabled(projectId: string, parkId: string, counts: SweepCounts, plog: Logger, options: SweepOptions) {
-    // What the call center has in the project, by grantKey.
+  /** What the call center has in the project, by grantKey. */
+  async function listProject(projectId: string, options: SweepOptions): Promise<Map<string, string[]>> {
     const actual = new Map<string, string[]>();
     let cursor: string | undefined;
     do {
@@ -102,6 +107,11 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       cursor = page.nextCursor;
       options.onProgress?.();
     } while (cursor);
+    return actual;
+  }
+
+  async function sweepEnabled(projectId: string, parkId: string, counts: SweepCounts, plog: Logger, options: SweepOptions) {
+    const actual = await listProject(projectId, options);
 
     const { rows } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM users WHERE park_id = $1', [parkId]);
     const total = Number(rows[0]!.n);

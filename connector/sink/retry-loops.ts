@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Applier } from '../sync/applier.js';
 import type { Reconciler, SweepReason } from '../sync/reconciler.js';
-import { claimDueParkSweep, claimDueRetries, countRetries, deferParkSweep, finishParkSweep } from '../sync/store.js';
+import { claimDueParkSweep, claimDueRetries, countRetries, deferParkSweep, finishParkSweep, renewParkSweep } from '../sync/store.js';
 import { sleep } from '../time.js';
 
 export interface RetryLoopsDeps {
@@ -31,9 +31,10 @@ export interface RetryLoops {
 }
 
 const RETRY_BATCH = 500;
-const RETRY_LEASE_MS = 30_000;
-// A backfill of a large park takes minutes: the lease outlasts it, so a second member does not start it again.
-const SWEEP_LEASE_MS = 10 * 60_000;
+const RETRY_LEASE_MS = 15_000;
+// A sweep's lease is renewed while it runs (a large park's backfill takes minutes), and runs out soon after a
+// sink member dies with it.
+const SWEEP_LEASE_MS = 60_000;
 
 /** A poll wait that a wake() ends early; a wake() while not waiting makes the next wait return at once. */
 function waker(signal: AbortSignal) {
@@ -104,6 +105,7 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
         }
         const sweepLog = log.child({ park_id: request.park_id, reason: request.reason });
         sweepLog.info('park changed: sweeping it');
+        const renew = setInterval(() => void renewParkSweep(pool, request, SWEEP_LEASE_MS).catch(() => {}), SWEEP_LEASE_MS / 3);
         try {
           await reconciler.reconcilePark(request.park_id, request.reason as SweepReason, { signal });
           await finishParkSweep(pool, request);
@@ -117,6 +119,8 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
             sweepLog.warn({ err: (e as Error).message }, 'sweep of a changed park failed; retrying it later');
             await deferParkSweep(pool, request, (e as Error).message, deps.backoff);
           }
+        } finally {
+          clearInterval(renew);
         }
       } catch (e) {
         await trouble('sweeping changed parks', e, attempt++);

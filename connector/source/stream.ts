@@ -23,7 +23,7 @@ export interface StreamDeps {
   partitions: Record<CapturedTable, number>;
   converters: Record<CapturedTable, RowConverter>;
   db: string;
-  /** The snapshot LSN of the slot: scopes the exactly-once marks to this slot's stream. */
+  /** The cluster, timeline and the slot's snapshot LSN: scopes the exactly-once marks to this slot's stream. */
   scope: string;
 }
 

@@ -211,7 +211,9 @@ export function createApplier(deps: ApplierDeps): Applier {
     const locks = await lockUids(pool, uids);
     try {
       const { changes, rowsByUid, profiles, adopted, retries, namedProjects } = await plan(uids, named, options);
-      await recordPendingGrants(pool, [...changes.values()].flat().filter((c) => c.roleIds.length > 0));
+      // Every change, revocations too, is recorded pending before its call: if the call lands and the settle does
+      // not (the database went away), the record must not keep claiming what the call center held before.
+      await recordPendingGrants(pool, [...changes.values()].flat());
       const settled: SettledGrant[] = [...adopted];
       const parked: ParkedUid[] = [];
 

@@ -1,5 +1,6 @@
 // What a user should hold in the call center: pure functions of the user rows and the parks' sync settings
 // (SPEC §5 role rules), tested exhaustively as a table.
+import type { CallCenterProfile } from '../callcenter/client.js';
 
 export interface ParkSync {
   park_id: string;
@@ -80,14 +81,8 @@ export function sameRoles(a: readonly string[] | undefined, b: readonly string[]
   return x.length === y.length && x.every((v, i) => v === y[i]);
 }
 
-export interface Profile {
-  login: string;
-  name: string;
-  phone: string | null;
-  email: string | null;
-}
-
-export function profileOf(row: UserRow): Profile {
+/** What the call center keeps of a user, from the user's row. */
+export function profileOf(row: UserRow): CallCenterProfile {
   return { login: row.login, name: row.name, phone: row.phone, email: row.email };
 }
 

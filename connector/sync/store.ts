@@ -44,7 +44,10 @@ export async function grantedUids(db: pg.Pool, where: { parkId?: string; project
   return rows.map((r) => r.uid);
 }
 
-/** Written before the call: a crash after the call can then never leave a grant fleet-sync does not know it made. */
+/**
+ * Written before the call: a crash after the call can then never leave a grant fleet-sync does not know it made,
+ * nor a record that claims what the call center held before a revocation.
+ */
 export async function recordPendingGrants(db: pg.Pool | pg.PoolClient, grants: { projectId: string; uid: string; parkId: string; roleIds: string[] }[]): Promise<void> {
   if (grants.length === 0) return;
   await db.query(
@@ -257,6 +260,15 @@ export async function claimDueParkSweep(db: pg.Pool, leaseMs: number): Promise<P
     [leaseMs],
   );
   return rows[0] ?? null;
+}
+
+/** Keeps a running sweep's lease. */
+export async function renewParkSweep(db: pg.Pool, request: ParkSweepRequest, leaseMs: number): Promise<void> {
+  await db.query(`UPDATE call_center_park_sweeps SET next_at = now() + make_interval(secs => $3::float8 / 1000.0) WHERE park_id = $1 AND generation = $2`, [
+    request.park_id,
+    request.generation,
+    leaseMs,
+  ]);
 }
 
 /** Done: forgotten unless asked for again meanwhile (then the newer request runs too). */

@@ -1,9 +1,8 @@
-// The oracle of what the call center should hold, written apart from the sink: SPEC §5's rules straight over the
-// tables. The tests and the demo compare the call center's state with it.
+// What the call center should hold, computed straight from SPEC §5's rules over the tables, written apart from the
+// sink's own code: the tests, the chaos run and the demo check the call center against it.
 import type pg from 'pg';
-import type { SimState } from '../../simulator/simulator.js';
 
-/** project → uid → sorted role ids. */
+/** project → uid → sorted role ids; only uids that hold something. */
 export type Grants = Record<string, Record<string, string[]>>;
 
 interface ParkRow {
@@ -11,15 +10,13 @@ interface ParkRow {
   project_id: string;
   role_map: Record<string, string>;
   yandex_team_role_id: string | null;
-  enabled: boolean;
 }
 
-/** project → uid → sorted roles, straight from SPEC §5's rules over the tables (only uids holding something). */
-export async function expectedGrants(pool: pg.Pool): Promise<Grants> {
-  const parks = (await pool.query<ParkRow>('SELECT park_id, project_id, role_map, yandex_team_role_id, enabled FROM call_center_parks WHERE enabled')).rows;
+export async function expectedGrants(db: Pick<pg.Pool, 'query'>): Promise<Grants> {
+  const parks = (await db.query<ParkRow>('SELECT park_id, project_id, role_map, yandex_team_role_id FROM call_center_parks WHERE enabled')).rows;
   const out: Grants = {};
   for (const park of parks) {
-    const { rows } = await pool.query('SELECT yandex_uid, role_id, is_enabled, is_yandex_team FROM users WHERE park_id = $1 AND yandex_uid IS NOT NULL', [park.park_id]);
+    const { rows } = await db.query('SELECT yandex_uid, role_id, is_enabled, is_yandex_team FROM users WHERE park_id = $1 AND yandex_uid IS NOT NULL', [park.park_id]);
     for (const u of rows) {
       let role: string | null | undefined = null;
       if (u.is_enabled) role = u.is_yandex_team ? park.yandex_team_role_id : u.role_id ? park.role_map[u.role_id] : null;
@@ -31,10 +28,13 @@ export async function expectedGrants(pool: pg.Pool): Promise<Grants> {
   return out;
 }
 
-/** A call center's grants (the simulator's state) without projects left empty. */
-export function heldGrantsOf(state: Pick<SimState, 'projects'>): Grants {
+/** A call center's projects without the uids (and projects) that hold nothing. */
+export function nonEmpty(projects: Record<string, Record<string, string[]>>): Grants {
   const out: Grants = {};
-  for (const [project, users] of Object.entries(state.projects)) if (Object.keys(users).length > 0) out[project] = users;
+  for (const [project, users] of Object.entries(projects)) {
+    const held = Object.fromEntries(Object.entries(users).filter(([, roles]) => roles.length > 0));
+    if (Object.keys(held).length > 0) out[project] = held;
+  }
   return out;
 }
 
@@ -47,7 +47,7 @@ export function canonical(grants: Grants): string {
   );
 }
 
-/** Lists what differs, for a failure message. */
+/** What differs, one line per (project, uid), for a failure message. */
 export function grantDiff(held: Grants, expected: Grants): string[] {
   const out: string[] = [];
   for (const project of new Set([...Object.keys(held), ...Object.keys(expected)])) {

@@ -1,0 +1,350 @@
+// `npm run chaos [-- --cycles N --users N --cycle-seconds S]`: fleet-sync under the faults production meets, then
+// checked. On services of its own (scripts/services in .services/chaos): a fleet of parks in two projects, a
+// steady write load, two sources (one stands by) and two sink members as processes, the call center failing 30%
+// of calls with 5xx and 429 throughout. Each cycle kills a random stage with -9 (and starts it again, as a
+// supervisor would); every 5th cycle the broker is killed with -9 and restarted with its data, every 7th
+// PostgreSQL stops in immediate mode and starts again. At the end the load stops and it checks: the call center
+// equals the database by SPEC §5 for every user of every enabled park, no committed change is missing from Kafka,
+// none was streamed twice, and no dead letter beyond the injected bad message. Exits 1 when a check fails.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { parseArgs } from 'node:util';
+import { Kafka, logLevel } from 'kafkajs';
+import pg from 'pg';
+import { loadSchemaRegistry } from '../connector/avro/registry.js';
+import { topicFor, type DecodedEnvelope } from '../connector/events.js';
+import { deadLetterTopic } from '../connector/kafka/topics.js';
+import { createSimulator } from '../simulator/simulator.js';
+import { fmt, freshDatabase } from './bench/common.js';
+import { canonical, expectedGrants, grantDiff, nonEmpty } from './lib/oracle.js';
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL('..', import.meta.url));
+const SERVICES = `${root}scripts/services`;
+const BIN = `${root}bin/fleet-sync.js`;
+const servicesEnv = { ...process.env, FLEET_SYNC_SERVICES_DIR: process.env.FLEET_SYNC_SERVICES_DIR ?? `${root}.services/chaos` };
+
+const { values: args } = parseArgs({
+  options: {
+    cycles: { type: 'string', default: '20' },
+    users: { type: 'string', default: '20000' },
+    'cycle-seconds': { type: 'string', default: '8' },
+    'converge-timeout-s': { type: 'string', default: '300' },
+    keep: { type: 'boolean', default: false },
+  },
+});
+const CYCLES = Number(args.cycles);
+const USERS = Number(args.users);
+const CYCLE_MS = Number(args['cycle-seconds']) * 1000;
+for (const [name, v] of [['cycles', CYCLES], ['users', USERS], ['cycle-seconds', CYCLE_MS]] as const) {
+  if (!Number.isInteger(v) || v < 1) {
+    console.error(`chaos: --${name} must be a positive whole number`);
+    process.exit(2);
+  }
+}
+
+const log = (line: string) => console.log(`[chaos ${new Date().toISOString().slice(11, 19)}] ${line}`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function services(...verb: string[]): Promise<string> {
+  const { stdout } = await run(SERVICES, verb, { env: servicesEnv });
+  return stdout;
+}
+
+// Parks: p1, p2 → proj-a; p3, p4 → proj-b; p5 (→ proj-a) is toggled off with revoke and on again; p6 never syncs.
+const PARKS = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6'];
+const PROJECT: Record<string, string> = { p1: 'proj-a', p2: 'proj-a', p3: 'proj-b', p4: 'proj-b', p5: 'proj-a' };
+const roleOf = (park: string, i: number) => `${park}-r${i}`;
+
+async function seed(db: pg.Pool) {
+  for (const park of PARKS) {
+    await db.query('INSERT INTO parks (id, name) VALUES ($1, $1)', [park]);
+    await db.query(`INSERT INTO roles (id, park_id, name) VALUES ($1, $4, 'Dispatcher'), ($2, $4, 'Senior'), ($3, $4, 'Unmapped')`, [roleOf(park, 1), roleOf(park, 2), roleOf(park, 3), park]);
+  }
+  // Users spread over the parks; some share a uid across parks, some are yandex-team, some have no uid.
+  await db.query(
+    `INSERT INTO users (park_id, yandex_uid, login, name, role_id, is_enabled, is_yandex_team)
+     SELECT park, CASE WHEN g % 50 = 0 THEN NULL WHEN g % 97 = 0 THEN 'uid-' || (g - 1) ELSE 'uid-' || g END,
+            'login-' || g, 'seed-' || g, park || '-r' || (1 + g % 3), g % 13 <> 0, g % 41 = 0
+     FROM (SELECT g, (ARRAY['p1','p2','p3','p4','p5','p6'])[1 + g % 6] AS park FROM generate_series(1, $1::int) g) s`,
+    [USERS],
+  );
+  for (const [park, project] of Object.entries(PROJECT)) {
+    await db.query(
+      `INSERT INTO call_center_parks (park_id, project_id, role_map, yandex_team_role_id, enabled, enabled_at) VALUES ($1, $2, $3, 'cc-support', true, now())`,
+      [park, project, JSON.stringify({ [roleOf(park, 1)]: 'cc-operator', [roleOf(park, 2)]: 'cc-lead' })],
+    );
+  }
+  // The chaos log: every write transaction records its change tokens here, in the same transaction, so a commit
+  // whose answer was lost in a restart is known for what it is. Not captured.
+  await db.query('CREATE TABLE chaos_log (token text PRIMARY KEY, kind text NOT NULL)');
+}
+
+/** One write transaction of 1–5 random changes; its tokens are logged in the same transaction. */
+async function writeOnce(db: pg.Pool, seq: { n: number }): Promise<void> {
+  const client = await db.connect();
+  client.on('error', () => {});
+  try {
+    await client.query('BEGIN');
+    const tokens: [string, string][] = [];
+    for (let k = 1 + Math.floor(Math.random() * 5); k > 0; k--) {
+      const token = `chg-${seq.n++}`;
+      const park = PARKS[Math.floor(Math.random() * 5)]!;
+      const op = Math.random();
+      if (op < 0.2) {
+        await client.query(`INSERT INTO users (park_id, yandex_uid, login, name, role_id) VALUES ($1, $2, $3, $3, $4)`, [park, `uid-new-${token}`, token, roleOf(park, 1 + Math.floor(Math.random() * 3))]);
+        tokens.push([token, 'upsert']);
+      } else if (op < 0.27) {
+        const { rows } = await client.query<{ id: string }>(`DELETE FROM users WHERE id = (SELECT id FROM users WHERE park_id = $1 ORDER BY random() LIMIT 1) RETURNING id::text`, [park]);
+        if (rows[0]) tokens.push([`del:${rows[0].id}`, 'delete']);
+      } else {
+        const pick = `(SELECT id FROM users WHERE park_id = $1 ORDER BY random() LIMIT 1)`;
+        const to = PARKS[Math.floor(Math.random() * 6)]!;
+        const role = (parkId: string) => roleOf(parkId, 1 + Math.floor(Math.random() * 3));
+        const { rowCount } =
+          op < 0.35
+            ? await client.query(`UPDATE users SET name = $2, park_id = $3, role_id = $4 WHERE id = ${pick}`, [park, token, to, role(to)])
+            : op < 0.6
+              ? await client.query(`UPDATE users SET name = $2, is_enabled = NOT is_enabled WHERE id = ${pick}`, [park, token])
+              : await client.query(`UPDATE users SET name = $2, role_id = $3 WHERE id = ${pick}`, [park, token, role(park)]);
+        if (rowCount) tokens.push([token, 'upsert']);
+      }
+    }
+    if (tokens.length > 0) await client.query('INSERT INTO chaos_log (token, kind) SELECT * FROM unnest($1::text[], $2::text[])', [tokens.map((t) => t[0]), tokens.map((t) => t[1])]);
+    await client.query('COMMIT');
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw e;
+  } finally {
+    client.release(true);
+  }
+}
+
+interface Stage {
+  name: string;
+  command: string;
+  child: ChildProcess | null;
+  unexpectedExits: number;
+}
+
+async function main() {
+  log(`services in ${servicesEnv.FLEET_SYNC_SERVICES_DIR}`);
+  const out = await services('up');
+  const env: Record<string, string> = {};
+  for (const m of out.matchAll(/^export (\w+)=(.*)$/gm)) env[m[1]!] = m[2]!;
+  const name = `chaos_${Date.now().toString(36)}`;
+  const database = await freshDatabase(env.DATABASE_URL!, name);
+  const db = new pg.Pool({ connectionString: database.url, max: 6 });
+  db.on('error', () => {});
+  await seed(db);
+  log(`seeded ${fmt(USERS)} users in 6 parks (4 enabled in 2 projects, 1 toggled, 1 never synced)`);
+
+  const sim = createSimulator({ token: 'chaos-token', faults: { errorRate: 0.3, rateLimitRate: 0.05, retryAfterS: 1 } });
+  const simUrl = await sim.start();
+  const stageEnv = {
+    ...process.env,
+    DATABASE_URL: database.url,
+    KAFKA_BROKERS: env.KAFKA_BROKERS!,
+    TOPIC_PREFIX: name,
+    CDC_SLOT: name,
+    CDC_PUBLICATION: name,
+    SINK_GROUP_ID: name,
+    SINK_SESSION_TIMEOUT_MS: '10000',
+    CDC_STANDBY_POLL_MS: '500',
+    CALL_CENTER_URL: simUrl,
+    CALL_CENTER_TOKEN: 'chaos-token',
+    RECONCILE_INTERVAL_S: '60',
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'error',
+  };
+  const stages: Stage[] = [
+    { name: 'source', command: 'source', child: null, unexpectedExits: 0 },
+    { name: 'standby source', command: 'source', child: null, unexpectedExits: 0 },
+    { name: 'sink 1', command: 'sink', child: null, unexpectedExits: 0 },
+    { name: 'sink 2', command: 'sink', child: null, unexpectedExits: 0 },
+  ];
+  const start = (stage: Stage) => {
+    const child = spawn(process.execPath, [BIN, stage.command], { env: stageEnv, stdio: ['ignore', 'inherit', 'inherit'] });
+    stage.child = child;
+    child.once('exit', (code, signal) => {
+      if (stage.child !== child || signal === 'SIGKILL' || signal === 'SIGTERM') return;
+      // A stage that stops on its own is a finding: counted, and started again as a supervisor would.
+      stage.unexpectedExits++;
+      log(`${stage.name} exited on its own (code ${code}): starting it again`);
+      start(stage);
+    });
+  };
+  for (const stage of stages) start(stage);
+
+  let walPeak = 0;
+  const walSampler = setInterval(() => {
+    db.query<{ lag: string | null }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS lag FROM pg_replication_slots WHERE slot_name = $1`, [name])
+      .then(({ rows }) => (walPeak = Math.max(walPeak, Number(rows[0]?.lag ?? 0))))
+      .catch(() => {});
+  }, 500);
+
+  // One undecodable message, the injected bad input the dead-letter topic may hold.
+  const kafka = new Kafka({ brokers: env.KAFKA_BROKERS!.split(','), logLevel: logLevel.NOTHING });
+  const seq = { n: 0 };
+  let writing = true;
+  let writeErrors = 0;
+  const writer = (async () => {
+    while (writing) {
+      try {
+        await writeOnce(db, seq);
+      } catch {
+        writeErrors++;
+        await sleep(200);
+      }
+      await sleep(10);
+    }
+  })();
+  const toggler = (async () => {
+    for (let on = false; writing; on = !on) {
+      await sleep(CYCLE_MS * 1.5);
+      await db.query(`UPDATE call_center_parks SET enabled = $1, revoke_on_disable = true, ${on ? 'enabled_at' : 'disabled_at'} = now() WHERE park_id = 'p5'`, [on]).catch(() => {});
+    }
+  })();
+
+  const faults: Record<string, number> = { 'stage kill -9': 0, 'broker kill -9': 0, 'postgres immediate restart': 0 };
+  let lastFaultAt = Date.now();
+  let injected = false;
+  for (let cycle = 1; cycle <= CYCLES; cycle++) {
+    await sleep(CYCLE_MS);
+    if (!injected) {
+      try {
+        const producer = kafka.producer();
+        await producer.connect();
+        await producer.send({ topic: topicFor(name, 'users'), acks: -1, messages: [{ key: 'chaos', value: Buffer.from('not an event') }] });
+        await producer.disconnect();
+        injected = true;
+      } catch {
+        /* the topic may not exist yet: next cycle */
+      }
+    }
+    const stage = stages[Math.floor(Math.random() * stages.length)]!;
+    stage.child?.kill('SIGKILL');
+    faults['stage kill -9']!++;
+    log(`cycle ${cycle}/${CYCLES}: kill -9 ${stage.name}`);
+    await sleep(300);
+    start(stage);
+    if (cycle % 5 === 0) {
+      log(`cycle ${cycle}/${CYCLES}: broker kill -9 and restart`);
+      await services('restart', 'kafka', '--kill');
+      faults['broker kill -9']!++;
+    }
+    if (cycle % 7 === 0) {
+      log(`cycle ${cycle}/${CYCLES}: PostgreSQL immediate stop and start`);
+      await services('restart', 'postgres', '--kill');
+      faults['postgres immediate restart']!++;
+    }
+    lastFaultAt = Date.now();
+  }
+  writing = false;
+  await writer;
+  await toggler;
+  // The toggled park ends on, so the check covers it.
+  await db.query(`UPDATE call_center_parks SET enabled = true, enabled_at = now() WHERE park_id = 'p5'`);
+  const loadStoppedAt = Date.now();
+  log(`load stopped: ${fmt(seq.n)} change attempts, ${writeErrors} failed transactions (database restarting)`);
+
+  // Convergence: the call center equals the database by SPEC §5.
+  let converged = false;
+  let diff: string[] = [];
+  const deadline = Date.now() + Number(args['converge-timeout-s']) * 1000;
+  while (Date.now() < deadline) {
+    const expected = await expectedGrants(db).catch(() => null);
+    if (expected) {
+      const held = nonEmpty(sim.state().projects);
+      if (canonical(held) === canonical(expected)) {
+        converged = true;
+        break;
+      }
+      diff = grantDiff(held, expected);
+    }
+    await sleep(500);
+  }
+  const convergedAt = Date.now();
+
+  // Kafka: every committed change exactly once (streamed events; the snapshot's reads are not exactly-once).
+  const committed = (await db.query<{ token: string; kind: string }>('SELECT token, kind FROM chaos_log')).rows;
+  const registry = loadSchemaRegistry();
+  const seen = new Map<string, number>();
+  let dlqCount = 0;
+  {
+    const admin = kafka.admin();
+    await admin.connect();
+    const ends = await admin.fetchTopicOffsets(topicFor(name, 'users'));
+    const dlqEnds = await admin.fetchTopicOffsets(deadLetterTopic(name)).catch(() => []);
+    dlqCount = dlqEnds.reduce((n, o) => n + Number(BigInt(o.high) - BigInt(o.low)), 0);
+    await admin.disconnect();
+    const pending = new Set(ends.filter((e) => BigInt(e.high) > 0n).map((e) => e.partition));
+    const target = new Map(ends.map((e) => [e.partition, BigInt(e.high)]));
+    const consumer = kafka.consumer({ groupId: `${name}-check-${randomUUID()}`, maxWaitTimeInMs: 200 });
+    await consumer.connect();
+    await consumer.subscribe({ topic: topicFor(name, 'users'), fromBeginning: true });
+    let done!: () => void;
+    const finished = new Promise<void>((r) => (done = r));
+    consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+      if (BigInt(payload.lastOffset) + 1n >= (target.get(payload.partition) ?? 0n)) pending.delete(payload.partition);
+      if (pending.size === 0) done();
+    });
+    await consumer.run({
+      eachBatch: async ({ batch }) => {
+        for (const m of batch.messages) {
+          if (!m.value) continue;
+          let env: DecodedEnvelope;
+          try {
+            env = registry.decode<DecodedEnvelope>(m.value).value;
+          } catch {
+            continue; // the injected bad message
+          }
+          if (env.op === 'r') continue;
+          const key = env.op === 'd' ? `del:${String(env.before?.id)}` : String(env.after?.name);
+          seen.set(key, (seen.get(key) ?? 0) + 1);
+        }
+      },
+    });
+    if (pending.size > 0) await Promise.race([finished, sleep(120_000)]);
+    await consumer.disconnect();
+  }
+  const missing = committed.filter((c) => !seen.has(c.token));
+  const twice = committed.filter((c) => (seen.get(c.token) ?? 0) > 1);
+
+  clearInterval(walSampler);
+  for (const stage of stages) stage.child?.kill('SIGTERM');
+  await sleep(1_000);
+  for (const stage of stages) stage.child?.kill('SIGKILL');
+  await sim.stop();
+  await db.end();
+  if (!args.keep) {
+    await database.drop().catch(() => {});
+  }
+
+  const exits = stages.reduce((n, s) => n + s.unexpectedExits, 0);
+  console.log('chaos  (fleet-sync under faults; services and processes on this machine)');
+  console.log(`  cycles ${CYCLES}, faults: ${Object.entries(faults).map(([k, v]) => `${v} ${k}`).join(', ')}; call center failing 30% (5xx) + 5% (429) throughout`);
+  console.log(`  changes committed ${fmt(committed.length)} (${fmt(USERS)} users seeded); stages that stopped on their own: ${exits}`);
+  console.log(`  convergence after the last fault: ${converged ? `${fmt((convergedAt - lastFaultAt) / 1000, 1)} s (${fmt((convergedAt - loadStoppedAt) / 1000, 1)} s after the load stopped)` : 'NOT REACHED'}`);
+  console.log(`  Kafka: ${missing.length} committed changes missing, ${twice.length} streamed twice; dead letters ${dlqCount} (1 injected)`);
+  console.log(`  slot WAL peak ${fmt(walPeak / 1024 / 1024, 1)} MiB`);
+  const failures = [
+    ...(converged ? [] : [`the call center did not converge: ${diff.slice(0, 10).join('; ')}${diff.length > 10 ? ` (+${diff.length - 10} more)` : ''}`]),
+    ...(missing.length ? [`${missing.length} committed changes missing from Kafka, e.g. ${missing.slice(0, 5).map((m) => m.token).join(', ')}`] : []),
+    ...(twice.length ? [`${twice.length} changes streamed twice, e.g. ${twice.slice(0, 5).map((m) => m.token).join(', ')}`] : []),
+    ...(dlqCount > 1 ? [`${dlqCount - 1} dead letters beyond the injected one`] : []),
+  ];
+  if (!args.keep) await services('down').catch(() => {});
+  if (failures.length > 0) {
+    console.log(`chaos: FAILED\n  ${failures.join('\n  ')}`);
+    process.exit(1);
+  }
+  console.log('chaos: passed');
+  process.exit(0);
+}
+
+main().catch((e) => {
+  console.error('chaos failed to run:', e);
+  process.exit(1);
+});
