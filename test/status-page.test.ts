@@ -61,7 +61,7 @@ describe('status page', () => {
     const page = await browser.newPage({ viewport: { width: 1360, height: 560 } });
     await page.goto(`${api.url}/?token=${TOKEN}`);
     const north = parkRow(page, 'north');
-    await waitFor(async () => /\d+ events/.test((await north.textContent()) ?? ''), { what: 'the north row with its last event', timeoutMs: 15_000 });
+    await waitFor(async () => /\d+ events?\b/.test((await north.textContent()) ?? ''), { what: 'the north row with its last event', timeoutMs: 15_000 });
     expect(await north.locator('[data-field="users_granted"]').textContent()).toBe(String(granted));
     const text = (await north.textContent())!;
     expect(text).toContain('on');

@@ -140,7 +140,7 @@ function parkRow(p) {
     el('td', { class: 'num', 'data-field': 'users_granted' }, num(p.users_granted)),
     el('td', {},
       ev ? el('div', { title: ev.at || '' }, ago(ev.at)) : el('span', { class: 'small' }, 'none yet'),
-      ev ? el('div', { class: 'small' }, num(ev.events_applied), ' events', ev.skipped_no_uid ? ' · ' + num(ev.skipped_no_uid) + ' without uid' : '', ev.lsn ? ' · ' : '', ev.lsn ? el('code', {}, ev.lsn) : '') : null),
+      ev ? el('div', { class: 'small' }, num(ev.events_applied), ev.events_applied === 1 ? ' event' : ' events', ev.skipped_no_uid ? ' · ' + num(ev.skipped_no_uid) + ' without uid' : '', ev.lsn ? ' · ' : '', ev.lsn ? el('code', {}, ev.lsn) : '') : null),
     el('td', { class: 'num' }, seconds(p.lag_seconds)),
     sweepCell(p.last_sweep),
     correctionsCell(p.last_sweep),
