@@ -33,8 +33,11 @@ const { values: args } = parseArgs({
     'cycle-seconds': { type: 'string', default: '8' },
     'converge-timeout-s': { type: 'string', default: '300' },
     keep: { type: 'boolean', default: false },
+    // Replays a fault sequence: the stages killed in cycles 1, 2, … (0 source, 1 standby source, 2 sink 1, 3 sink 2).
+    kills: { type: 'string' },
   },
 });
+const KILLS = args.kills?.split(',').map(Number);
 const CYCLES = Number(args.cycles);
 const USERS = Number(args.users);
 const CYCLE_MS = Number(args['cycle-seconds']) * 1000;
@@ -79,7 +82,7 @@ async function seed(db: pg.Pool) {
   }
   // The chaos log: every write transaction records its change tokens here, in the same transaction, so a commit
   // whose answer was lost in a restart is known for what it is. Not captured.
-  await db.query('CREATE TABLE chaos_log (token text PRIMARY KEY, kind text NOT NULL)');
+  await db.query('CREATE TABLE chaos_log (token text PRIMARY KEY, kind text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())');
 }
 
 /** One write transaction of 1–5 random changes; its tokens are logged in the same transaction. */
@@ -157,6 +160,7 @@ async function main() {
     CALL_CENTER_TOKEN: 'chaos-token',
     RECONCILE_INTERVAL_S: '60',
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'error',
+    NODE_OPTIONS: '--trace-warnings',
   };
   const stages: Stage[] = [
     { name: 'source', command: 'source', child: null, unexpectedExits: 0 },
@@ -164,11 +168,12 @@ async function main() {
     { name: 'sink 1', command: 'sink', child: null, unexpectedExits: 0 },
     { name: 'sink 2', command: 'sink', child: null, unexpectedExits: 0 },
   ];
+  let finishing = false;
   const start = (stage: Stage) => {
     const child = spawn(process.execPath, [BIN, stage.command], { env: stageEnv, stdio: ['ignore', 'inherit', 'inherit'] });
     stage.child = child;
     child.once('exit', (code, signal) => {
-      if (stage.child !== child || signal === 'SIGKILL' || signal === 'SIGTERM') return;
+      if (stage.child !== child || signal === 'SIGKILL' || finishing) return;
       // A stage that stops on its own is a finding: counted, and started again as a supervisor would.
       stage.unexpectedExits++;
       log(`${stage.name} exited on its own (code ${code}): starting it again`);
@@ -184,6 +189,14 @@ async function main() {
       .catch(() => {});
   }, 500);
 
+  // The load starts once the snapshot is taken: every change after it is a streamed event, exactly once.
+  for (let waited = 0; ; waited += 500) {
+    const { rows } = await db.query('SELECT 1 FROM fleet_sync_source_state WHERE slot_name = $1 AND snapshot_done_at IS NOT NULL', [name]);
+    if (rows.length > 0) break;
+    if (waited > 300_000) throw new Error('the source did not finish its snapshot within 5 minutes');
+    await sleep(500);
+  }
+  log('snapshot taken: write load and faults start');
   // One undecodable message, the injected bad input the dead-letter topic may hold.
   const kafka = new Kafka({ brokers: env.KAFKA_BROKERS!.split(','), logLevel: logLevel.NOTHING });
   const seq = { n: 0 };
@@ -223,10 +236,10 @@ async function main() {
         /* the topic may not exist yet: next cycle */
       }
     }
-    const stage = stages[Math.floor(Math.random() * stages.length)]!;
+    const stage = stages[KILLS ? KILLS[(cycle - 1) % KILLS.length]! : Math.floor(Math.random() * stages.length)]!;
     stage.child?.kill('SIGKILL');
     faults['stage kill -9']!++;
-    log(`cycle ${cycle}/${CYCLES}: kill -9 ${stage.name}`);
+    log(`cycle ${cycle}/${CYCLES}: kill -9 ${stage.name} (${new Date().toISOString().slice(11, 23)})`);
     await sleep(300);
     start(stage);
     if (cycle % 5 === 0) {
@@ -268,7 +281,7 @@ async function main() {
   const convergedAt = Date.now();
 
   // Kafka: every committed change exactly once (streamed events; the snapshot's reads are not exactly-once).
-  const committed = (await db.query<{ token: string; kind: string }>('SELECT token, kind FROM chaos_log')).rows;
+  const committed = (await db.query<{ token: string; kind: string; at: Date }>('SELECT token, kind, at FROM chaos_log')).rows;
   const registry = loadSchemaRegistry();
   const seen = new Map<string, number>();
   let dlqCount = 0;
@@ -313,6 +326,7 @@ async function main() {
   const twice = committed.filter((c) => (seen.get(c.token) ?? 0) > 1);
 
   clearInterval(walSampler);
+  finishing = true;
   for (const stage of stages) stage.child?.kill('SIGTERM');
   await sleep(1_000);
   for (const stage of stages) stage.child?.kill('SIGKILL');
@@ -331,7 +345,7 @@ async function main() {
   console.log(`  slot WAL peak ${fmt(walPeak / 1024 / 1024, 1)} MiB`);
   const failures = [
     ...(converged ? [] : [`the call center did not converge: ${diff.slice(0, 10).join('; ')}${diff.length > 10 ? ` (+${diff.length - 10} more)` : ''}`]),
-    ...(missing.length ? [`${missing.length} committed changes missing from Kafka, e.g. ${missing.slice(0, 5).map((m) => m.token).join(', ')}`] : []),
+    ...(missing.length ? [`${missing.length} committed changes missing from Kafka, e.g. ${missing.slice(0, 5).map((m) => `${m.token} (${m.kind}, committed ${m.at.toISOString().slice(11, 23)})`).join(', ')}`] : []),
     ...(twice.length ? [`${twice.length} changes streamed twice, e.g. ${twice.slice(0, 5).map((m) => m.token).join(', ')}`] : []),
     ...(dlqCount > 1 ? [`${dlqCount - 1} dead letters beyond the injected one`] : []),
   ];

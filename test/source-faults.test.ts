@@ -168,6 +168,28 @@ describe('source under faults', () => {
     await db.pool.query(`INSERT INTO users (id, park_id, login, name) VALUES ($1, 'p1', 'b', 'B')`, [b]);
     await waitFor(() => reader.messages.some((m) => m.key?.id === b), { what: 'the standby to publish' });
   });
+  it('a standby that started before the slot existed takes the slot over as it is: no second snapshot', async () => {
+    const config = testConfig(db, { CDC_STANDBY_POLL_MS: '200' });
+    const seeded = Number((await db.pool.query('SELECT count(*) AS n FROM users')).rows[0].n);
+    const reader = await readTopics<{ op: string }>(config.KAFKA_BROKERS.join(','), [topicFor(config.TOPIC_PREFIX, 'users')]);
+    readers.push(reader);
+    // Both start together: the standby checks the database before the leader has created the slot.
+    const first = startSource({ config, log: testLogger(), metrics: createMetrics({ defaultMetrics: false }) });
+    const second = startSource({ config, log: testLogger(), metrics: createMetrics({ defaultMetrics: false }) });
+    sources.push(first, second);
+    await waitFor(() => (first.isLeader() || second.isLeader()) && slotActive(db, config.CDC_SLOT), { what: 'one source to lead', timeoutMs: 60_000 });
+    const [leader, standby] = first.isLeader() ? [first, second] : [second, first];
+    const a = randomUUID();
+    await db.pool.query(`INSERT INTO users (id, park_id, login, name) VALUES ($1, 'p1', 'a', 'A')`, [a]);
+    await waitFor(() => reader.messages.some((m) => m.key?.id === a), { what: 'the leader to publish' });
+    await leader.stop();
+    await waitFor(() => standby.isLeader() && slotActive(db, config.CDC_SLOT), { what: 'the standby to take over', timeoutMs: 30_000 });
+    const b = randomUUID();
+    await db.pool.query(`INSERT INTO users (id, park_id, login, name) VALUES ($1, 'p1', 'b', 'B')`, [b]);
+    await waitFor(() => reader.messages.some((m) => m.key?.id === b), { what: 'the standby to publish' });
+    expect(reader.messages.filter((m) => m.value?.op === 'r')).toHaveLength(seeded);
+    expect(reader.messages.filter((m) => m.value?.op === 'c').map((m) => m.key?.id)).toEqual([a, b]);
+  });
 });
 
 describe('source refuses a database it cannot stream, saying what to run', () => {

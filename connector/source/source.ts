@@ -125,7 +125,8 @@ export function startSource(deps: SourceDeps): SourceHandle {
    * Resolves on stop; rejects when the term cannot go on (the lock connection lost, the database unreachable).
    */
   const leadershipTerm = async (converters: ReturnType<typeof rowConverters>) => {
-    const slotState = await preflight(pool, config, log);
+    // Checked before standing by too, so that a misconfigured database stops the command at once.
+    await preflight(pool, config, log);
     // Losing the lock connection means a standby may take over: stop streaming at once, without confirming more.
     const term = new AbortController();
     setMaxListeners(0, term.signal);
@@ -139,6 +140,7 @@ export function startSource(deps: SourceDeps): SourceHandle {
     leader = true;
     const streamStop = AbortSignal.any([stopController.signal, term.signal]);
     const streamGiveUp = AbortSignal.any([giveUp.signal, term.signal]);
+    setMaxListeners(0, streamStop, streamGiveUp);
     try {
       log.info('source is the leader for this slot');
       const { rows } = await pool.query<{ db: string }>('SELECT current_database() AS db');
@@ -155,8 +157,10 @@ export function startSource(deps: SourceDeps): SourceHandle {
         }
       }
 
-      // Re-read after winning leadership: the previous leader may have finished the snapshot meanwhile.
-      const current = slotState.exists || slotState.snapshotDone ? await preflight(pool, config, log) : slotState;
+      // Read again after winning leadership, always: while this process stood by, the previous leader may have
+      // created the slot and finished its snapshot. Judged by the state from before, the slot would be dropped and
+      // the snapshot taken again, and every change between the two would be lost as an event.
+      const current = await preflight(pool, config, log);
       if (!current.snapshotDone || !current.exists) {
         if (current.exists) {
           log.warn('slot exists but its snapshot never finished: dropping it and starting over');
