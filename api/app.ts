@@ -1,4 +1,5 @@
-// Builds the api's Fastify instance from one dependencies object: routes, auth, rate limit, errors, metrics, OpenAPI.
+// Builds the api's Fastify instance from one dependencies object: routes, auth, rate limit, errors, metrics, OpenAPI,
+// and the operators' status page at /.
 // It does not listen; api/main.ts does, and tests inject requests.
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -12,6 +13,7 @@ import { createAuthHook } from './auth.js';
 import { errorHandler } from './errors.js';
 import { healthRoutes, type ReadinessCheck } from './routes/health.js';
 import { parksRoutes } from './routes/parks.js';
+import { statusPageRoutes } from './routes/status-page.js';
 import { statusRoutes } from './routes/status.js';
 import { usersRoutes } from './routes/users.js';
 import { errorSchema, syncRecordSchema, userSchema } from './schemas.js';
@@ -81,6 +83,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     ...deps.readiness,
   };
   await app.register(healthRoutes, { readiness, registry: metrics.registry, checkTimeoutMs: deps.readinessTimeoutMs ?? 2_000 });
+  // No token for the page itself (like /healthz): it holds no data, and fetches /v1 with the operator's token.
+  await app.register(statusPageRoutes);
 
   await app.register(async (v1) => {
     v1.addHook('onRequest', createAuthHook(config.API_TOKENS));
@@ -94,7 +98,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     });
     await v1.register(parksRoutes, { pool });
     await v1.register(usersRoutes, { pool });
-    await v1.register(statusRoutes, { pool });
+    await v1.register(statusRoutes, { pool, slot: config.CDC_SLOT });
   });
 
   return app;

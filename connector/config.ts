@@ -35,47 +35,50 @@ export function parseApiTokens(text: string): Map<string, Set<Scope>> {
   return tokens;
 }
 
-const envSchema = z.object({
-  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'expected a postgres:// URL'),
-  KAFKA_BROKERS: brokers,
-  KAFKA_CLIENT_ID: z.string().min(1).default('fleet-sync'),
-  TOPIC_PREFIX: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, 'expected letters, digits, ".", "_" or "-"').default('fleet'),
-  TOPIC_PARTITIONS: positiveInt.default(6),
-  TOPIC_REPLICATION_FACTOR: z.coerce.number().int().min(-1).default(-1),
-  TOPIC_CLEANUP_POLICY: z.enum(['compact,delete', 'compact', 'delete']).default('compact,delete'),
-  CDC_SLOT: identifier.default('fleet_sync'),
-  CDC_PUBLICATION: identifier.default('fleet_sync'),
-  CDC_HEARTBEAT_INTERVAL_MS: positiveInt.default(10_000),
+export const configSchema = z.object({
+  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'expected a postgres:// URL').describe("the dispatcher's PostgreSQL (`postgres://user:password@host:port/db`); `wal_level=logical`, a role allowed to replicate"),
+  KAFKA_BROKERS: brokers.describe('Kafka bootstrap brokers, comma-separated `host:port`'),
+  KAFKA_CLIENT_ID: z.string().min(1).default('fleet-sync').describe('client id the Kafka clients present to the brokers'),
+  TOPIC_PREFIX: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, 'expected letters, digits, ".", "_" or "-"').default('fleet').describe('topics are `<prefix>.public.<table>`; also names the dead-letter topic `<prefix>.callcenter.dlq`'),
+  TOPIC_PARTITIONS: positiveInt.default(6).describe('partitions of the topics the source creates'),
+  TOPIC_REPLICATION_FACTOR: z.coerce.number().int().min(-1).default(-1).describe("replication factor of the topics the source creates; -1: the broker's default"),
+  TOPIC_CLEANUP_POLICY: z.enum(['compact,delete', 'compact', 'delete']).default('compact,delete').describe('`cleanup.policy` of the topics the source creates'),
+  CDC_SLOT: identifier.default('fleet_sync').describe('logical replication slot of the source (created when missing)'),
+  CDC_PUBLICATION: identifier.default('fleet_sync').describe('publication of the captured tables (created when missing)'),
+  CDC_HEARTBEAT_INTERVAL_MS: positiveInt.default(10_000).describe('while the captured tables are idle, a heartbeat travels the stream this often (ms) so the slot still advances'),
   // kafkajs groups a request's records per partition by copying the list for each record (quadratic): past a few
   // thousand events a batch costs more CPU per event than the extra round trips it saves.
-  CDC_MAX_BATCH_EVENTS: positiveInt.default(2_000),
+  CDC_MAX_BATCH_EVENTS: positiveInt.default(2_000).describe('most change events in one Kafka batch (one transaction when exactly-once)'),
   // Ten batches of lookahead: more buys no throughput and costs memory (peak RSS through a 1M burst).
-  CDC_MAX_PENDING_EVENTS: positiveInt.default(20_000),
-  CDC_LINGER_MS: z.coerce.number().int().min(0).default(5),
-  CDC_STANDBY_POLL_MS: positiveInt.default(2_000),
+  CDC_MAX_PENDING_EVENTS: positiveInt.default(20_000).describe('most decoded events waiting for Kafka; beyond, the replication stream is paused'),
+  CDC_LINGER_MS: z.coerce.number().int().min(0).default(5).describe('how long (ms) the source waits for more events before sending a batch that is not full'),
+  CDC_STANDBY_POLL_MS: positiveInt.default(2_000).describe('how often (ms) a standby source checks whether the streaming one died'),
   // Kafka transactions: a crash and restart of the source publishes no event twice (the broker must support them).
-  CDC_EXACTLY_ONCE: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
-  CALL_CENTER_URL: z.url().default('http://127.0.0.1:8090'),
-  CALL_CENTER_TOKEN: z.string().min(1).default('dev-call-center-token'),
-  CALL_CENTER_TIMEOUT_MS: positiveInt.default(5_000),
-  CALL_CENTER_CONCURRENCY: positiveInt.default(32),
+  CDC_EXACTLY_ONCE: z.enum(['true', 'false']).default('true').describe('publish each batch in one Kafka transaction, so a crash and restart publishes no event twice').transform((v) => v === 'true'),
+  CALL_CENTER_URL: z.url().default('http://127.0.0.1:8090').describe('base URL of the call-center API'),
+  CALL_CENTER_TOKEN: z.string().min(1).default('dev-call-center-token').describe('bearer token sent to the call center (redacted in logs)'),
+  CALL_CENTER_TIMEOUT_MS: positiveInt.default(5_000).describe('deadline (ms) of one call-center request; a timeout is retried'),
+  CALL_CENTER_CONCURRENCY: positiveInt.default(32).describe('most call-center requests in flight at once'),
   // The ceiling per project agreed with the call-center team; a backfill of a large park runs at it.
-  CALL_CENTER_RATE_PER_PROJECT_PER_S: positiveInt.default(10_000),
-  CALL_CENTER_RETRY_BASE_MS: positiveInt.default(100),
-  CALL_CENTER_RETRY_MAX_MS: positiveInt.default(30_000),
+  CALL_CENTER_RATE_PER_PROJECT_PER_S: positiveInt.default(10_000).describe('most call-center requests a second per project'),
+  CALL_CENTER_RETRY_BASE_MS: positiveInt.default(100).describe('first backoff (ms) after a 429, 5xx or timeout; doubles up to CALL_CENTER_RETRY_MAX_MS'),
+  CALL_CENTER_RETRY_MAX_MS: positiveInt.default(30_000).describe('longest backoff (ms) between two attempts of one call-center request'),
   // Attempts of one call inside the sink before its uid is parked and retried apart (call_center_retries): a
   // failing project must not hold the events of the others.
-  CALL_CENTER_MAX_ATTEMPTS: positiveInt.default(3),
+  CALL_CENTER_MAX_ATTEMPTS: positiveInt
+    .default(3)
+    .describe('attempts of one call-center request before the sink parks its uid and retries it apart (call_center_retries), without end'),
   // The longest wait between two retries of a parked uid: how soon a project that came back is caught up.
-  SINK_RETRY_MAX_DELAY_MS: positiveInt.default(5_000),
-  SINK_GROUP_ID: z.string().min(1).default('fleet-sync-sink'),
-  SINK_MAX_IN_FLIGHT_USERS: positiveInt.default(64),
-  SINK_SESSION_TIMEOUT_MS: z.coerce.number().int().min(6_000).default(30_000),
-  API_HOST: z.string().min(1).default('0.0.0.0'),
-  API_PORT: port.default(8080),
+  SINK_RETRY_MAX_DELAY_MS: positiveInt.default(5_000).describe('longest wait (ms) between two retries of a parked uid: how soon a project that came back is caught up'),
+  SINK_GROUP_ID: z.string().min(1).default('fleet-sync-sink').describe('Kafka consumer group of the sink'),
+  SINK_MAX_IN_FLIGHT_USERS: positiveInt.default(64).describe("most uids the sink applies in parallel (one uid's changes stay in order)"),
+  SINK_SESSION_TIMEOUT_MS: z.coerce.number().int().min(6_000).default(30_000).describe('consumer session timeout (ms): how soon the group notices a dead sink'),
+  API_HOST: z.string().min(1).default('0.0.0.0').describe('address the api listens on'),
+  API_PORT: port.default(8080).describe('port the api listens on'),
   API_TOKENS: z
     .string()
     .default('')
+    .describe('api tokens and their scopes, `token=scope,scope;token2=scope` (scopes `sync:write`, `users:read`); empty: every /v1 request is refused')
     .transform((text, ctx) => {
       try {
         return parseApiTokens(text);
@@ -84,18 +87,18 @@ const envSchema = z.object({
         return z.NEVER;
       }
     }),
-  API_BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
-  API_RATE_LIMIT_PER_MINUTE: positiveInt.default(60_000),
-  RECONCILE_INTERVAL_S: positiveInt.default(300),
-  RECONCILE_PAGE_SIZE: positiveInt.default(500),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  API_BODY_LIMIT_BYTES: positiveInt.default(64 * 1024).describe('largest request body the api accepts (bytes)'),
+  API_RATE_LIMIT_PER_MINUTE: positiveInt.default(60_000).describe('most api requests a minute per token; beyond, 429'),
+  RECONCILE_INTERVAL_S: positiveInt.default(300).describe('seconds between reconciliation sweeps of every enabled park'),
+  RECONCILE_PAGE_SIZE: positiveInt.default(500).describe('users read per page by the sweep, from the database and the call center'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino level of the JSON logs on stderr'),
 });
 
-export type Config = z.infer<typeof envSchema>;
+export type Config = z.infer<typeof configSchema>;
 
 /** Validates the environment; throws CONFIG_INVALID naming every bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const parsed = envSchema.safeParse(env);
+  const parsed = configSchema.safeParse(env);
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.map((issue) => {
     const name = String(issue.path[0] ?? '?');

@@ -315,6 +315,20 @@ describe('GET /v1/sync/call_center/parks', () => {
     });
     expect((await status()).map((p) => p.park_id)).toEqual(['empty', 'p1', 'p2']);
   });
+
+  it("counts a sweep's repairs as drift, but not the revocations of a park turned off (the toggle's work)", async () => {
+    await post('/v1/sync/call_center/park/on', { park_id: 'p3', project_id: 'proj-3', roles: [] });
+    await post('/v1/sync/call_center/park/off', { park_id: 'p3' });
+    await db.pool.query(`INSERT INTO reconcile_runs (park_id, project_id, reason, finished_at, revoked) VALUES ('p3', 'proj-3', 'park_off', now(), 5)`);
+    expect((await status()).find((p) => p.park_id === 'p3')).toMatchObject({ enabled: false, last_sweep: { reason: 'park_off', revoked: 5, drift: 0 } });
+    await db.pool.query(`INSERT INTO reconcile_runs (park_id, project_id, reason, finished_at, corrected_grants, revoked) VALUES ('p3', 'proj-3', 'interval', now(), 1, 2)`);
+    expect((await status()).find((p) => p.park_id === 'p3')).toMatchObject({ last_sweep: { reason: 'interval', drift: 3 } });
+  });
+
+  it("tells the source's replication slot state: missing before any source created it", async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/sync/call_center/parks', headers: READ });
+    expect(res.json().source).toEqual({ slot: deps.config.CDC_SLOT, state: 'missing', confirmed_lsn: null, lag_bytes: null, wal_status: null });
+  });
 });
 
 describe('operations routes', () => {

@@ -1,9 +1,17 @@
-// Test fixtures: a fresh database (migrated) per test file, unique slot and topic names, polling waitFor.
+// Test fixtures: a fresh database (migrated) per test file, unique slot and topic names, polling waitFor, and
+// the tests' log: warn and above into test-output/test.log, so that `npm test` prints vitest's report only.
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { destination, type DestinationStream } from 'pino';
 import { loadConfig, type Config } from '../connector/config.js';
 import { migrate } from '../connector/db/migrate.js';
-import { createLogger } from '../connector/log.js';
+import { createLogger, type Logger } from '../connector/log.js';
+
+/** Where the tests' logs go unless LOG_LEVEL is set (global-setup.ts empties it at the start of a run). */
+export const TEST_LOG_FILE = fileURLToPath(new URL('../test-output/test.log', import.meta.url));
 
 export function uniqueName(prefix: string): string {
   return `${prefix}_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
@@ -107,9 +115,33 @@ export function testConfig(db: TestDatabase, overrides: Record<string, string> =
     TOPIC_PARTITIONS: '3',
     CDC_SLOT: uniqueName('slot'),
     CDC_HEARTBEAT_INTERVAL_MS: '500',
-    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+    LOG_LEVEL: testLogLevel(),
     ...overrides,
   });
 }
 
-export const testLogger = () => createLogger(process.env.TEST_LOG_LEVEL ?? 'warn');
+/** LOG_LEVEL when set (then logs go to stderr, to watch a test), otherwise warn. */
+export function testLogLevel(): string {
+  return process.env.LOG_LEVEL || 'warn';
+}
+
+let logFile: DestinationStream | undefined;
+let logFd: number | undefined;
+
+/** A logger for the code under test: at LOG_LEVEL on stderr when it is set, otherwise at warn into TEST_LOG_FILE. */
+export function testLogger(): Logger {
+  if (process.env.LOG_LEVEL) return createLogger(process.env.LOG_LEVEL);
+  // One appending stream per test process; synchronous, so a line logged just before a failure is not lost.
+  logFile ??= destination({ dest: TEST_LOG_FILE, mkdir: true, append: true, sync: true });
+  return createLogger('warn', logFile);
+}
+
+/** stdio for a child process a test spawns: its output joins the tests' log, or stderr when LOG_LEVEL is set. */
+export function childStdio(): ['ignore', 'inherit' | number, 'inherit' | number] {
+  if (process.env.LOG_LEVEL) return ['ignore', 'inherit', 'inherit'];
+  if (logFd === undefined) {
+    mkdirSync(dirname(TEST_LOG_FILE), { recursive: true });
+    logFd = openSync(TEST_LOG_FILE, 'a');
+  }
+  return ['ignore', logFd, logFd];
+}

@@ -1,5 +1,5 @@
 // A whole pipeline for a test file: its own database, slot and topic prefix, the source, the call-center
-// simulator and the sink; plus the oracle of what the call center should hold, written apart from the sink.
+// simulator and the sink; and waiting for the call center to hold what the oracle (scripts/lib/oracle.ts) says.
 import { Kafka, logLevel } from 'kafkajs';
 import type pg from 'pg';
 import type { Config } from '../connector/config.js';
@@ -7,8 +7,8 @@ import { createMetrics, type Metrics } from '../connector/metrics.js';
 import { startSink, type SinkHandle } from '../connector/sink/sink.js';
 import { startSource, type SourceHandle } from '../connector/source/source.js';
 import type { Reconciler } from '../connector/sync/reconciler.js';
-import { canonical, expectedGrants, grantDiff } from '../scripts/lib/oracle.js';
 import { createSyncStack, type SyncStack } from '../connector/wiring.js';
+import { canonical, expectedGrants, grantDiff, nonEmpty, type Grants } from '../scripts/lib/oracle.js';
 import { createSimulator, type Simulator } from '../simulator/simulator.js';
 import { createTestDatabase, testConfig, testLogger, uniqueName, waitFor, type TestDatabase } from './helpers.js';
 
@@ -77,13 +77,9 @@ export async function startPipeline(options: { sink?: boolean; overrides?: Recor
   return pipeline;
 }
 
-export { canonical, expectedGrants, grantDiff };
-
-/** The simulator's grants without projects left empty. */
-export function heldGrants(sim: Simulator): Record<string, Record<string, string[]>> {
-  const out: Record<string, Record<string, string[]>> = {};
-  for (const [project, users] of Object.entries(sim.state().projects)) if (Object.keys(users).length > 0) out[project] = users;
-  return out;
+/** The simulator's grants without uids or projects that hold nothing. */
+export function heldGrants(sim: Simulator): Grants {
+  return nonEmpty(sim.state().projects);
 }
 
 /** Waits until the call center holds exactly what the database says; fails listing the differences. */
@@ -116,7 +112,6 @@ export async function groupCaughtUp(p: Pipeline): Promise<boolean> {
     await admin.disconnect();
   }
 }
-
 
 export interface SeededPark {
   parkId: string;

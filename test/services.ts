@@ -3,6 +3,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { childStdio, testLogLevel } from './helpers.js';
 
 const run = promisify(execFile);
 const SERVICES = fileURLToPath(new URL('../scripts/services', import.meta.url));
@@ -29,11 +30,11 @@ export async function startService(name: 'kafka' | 'postgres'): Promise<void> {
   await run(SERVICES, ['start', name], { env: { ...process.env, FLEET_SYNC_SERVICES_DIR: servicesDir() } });
 }
 
-/** A `fleet-sync <command>` process with the given environment; its output goes to the test's. */
+/** A `fleet-sync <command>` process with the given environment; its output joins the tests' log. */
 export function spawnFleetSync(command: string, env: Record<string, string>): ChildProcess & { exited: Promise<number | null> } {
   const child = spawn(process.execPath, [BIN, command], {
-    env: { ...process.env, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn', ...env },
-    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, LOG_LEVEL: testLogLevel(), ...env },
+    stdio: childStdio(),
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return Object.assign(child, { exited });

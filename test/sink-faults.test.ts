@@ -3,9 +3,10 @@ import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { deadLetterTopic } from '../connector/kafka/topics.js';
-import { waitFor } from './helpers.js';
+import { canonical, expectedGrants } from '../scripts/lib/oracle.js';
+import { childStdio, testLogLevel, waitFor } from './helpers.js';
 import { readTopics } from './kafka-helpers.js';
-import { canonical, CC_TOKEN, expectedGrants, groupCaughtUp, heldGrants, seedPark, startPipeline, waitForProject, type Pipeline, type SeededPark } from './pipeline.js';
+import { CC_TOKEN, groupCaughtUp, heldGrants, seedPark, startPipeline, waitForProject, type Pipeline, type SeededPark } from './pipeline.js';
 
 const BIN = fileURLToPath(new URL('../bin/fleet-sync.js', import.meta.url));
 
@@ -163,9 +164,9 @@ describe('sink killed with -9 in the middle of a burst', () => {
         SINK_SESSION_TIMEOUT_MS: '6000',
         CALL_CENTER_URL: p.config.CALL_CENTER_URL,
         CALL_CENTER_TOKEN: CC_TOKEN,
-        LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+        LOG_LEVEL: testLogLevel(),
       },
-      stdio: ['ignore', 'inherit', 'inherit'],
+      stdio: childStdio(),
     });
     children.push(child);
     return child;

@@ -7,7 +7,7 @@ import { isFleetSyncError } from '../connector/errors.js';
 import { createMetrics } from '../connector/metrics.js';
 import { topicFor } from '../connector/events.js';
 import { startSource, type SourceHandle } from '../connector/source/source.js';
-import { createTestDatabase, testConfig, testLogger, waitFor, type TestDatabase } from './helpers.js';
+import { childStdio, createTestDatabase, testConfig, testLogger, testLogLevel, waitFor, type TestDatabase } from './helpers.js';
 import { readTopics, type TopicReader } from './kafka-helpers.js';
 
 const BIN = fileURLToPath(new URL('../bin/fleet-sync.js', import.meta.url));
@@ -20,12 +20,12 @@ function configEnv(config: Config): NodeJS.ProcessEnv {
     TOPIC_PREFIX: config.TOPIC_PREFIX,
     TOPIC_PARTITIONS: String(config.TOPIC_PARTITIONS),
     CDC_SLOT: config.CDC_SLOT,
-    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+    LOG_LEVEL: testLogLevel(),
   };
 }
 
 function spawnSource(config: Config): ChildProcess {
-  return spawn(process.execPath, [BIN, 'source'], { env: configEnv(config), stdio: ['ignore', 'inherit', 'inherit'] });
+  return spawn(process.execPath, [BIN, 'source'], { env: configEnv(config), stdio: childStdio() });
 }
 
 function exited(child: ChildProcess): Promise<number | null> {

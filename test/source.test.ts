@@ -24,6 +24,7 @@ describe('source: snapshot then stream', () => {
   let config: Config;
   let source: SourceHandle;
   let reader: TopicReader<Envelope>;
+  const metrics = createMetrics({ defaultMetrics: false });
   /** What the database says after each statement, in commit order: [table, op, key, row or null]. */
   const expected: [CapturedTable, string, string, Record<string, unknown> | null][] = [];
 
@@ -48,7 +49,7 @@ describe('source: snapshot then stream', () => {
     );
     await db.pool.query(`INSERT INTO call_center_parks (park_id, project_id, role_map, enabled) VALUES ('p1', 'proj-1', '{"r1":"cc-op"}', true)`);
     reader = await readTopics<Envelope>(config.KAFKA_BROKERS.join(','), (['users', 'roles', 'call_center_parks'] as const).map((t) => topicFor(config.TOPIC_PREFIX, t)));
-    source = startSource({ config, log: testLogger(), metrics: createMetrics({ defaultMetrics: false }) });
+    source = startSource({ config, log: testLogger(), metrics });
   });
   afterAll(async () => {
     await source?.stop();
@@ -66,6 +67,9 @@ describe('source: snapshot then stream', () => {
       expect(m.value!.source.snapshot).toBe(true);
       expect(m.value!.after).toEqual(await rowNow(table, String(m.key![KEY[table]])));
     }
+    // The snapshot's events count in fleet_sync_events_produced_total like streamed ones.
+    const produced = (await metrics.eventsProduced.get()).values.filter((v) => v.labels.op === 'r');
+    expect(Object.fromEntries(produced.map((v) => [v.labels.table, v.value]))).toEqual({ users: 2, roles: 3, call_center_parks: 1 });
   });
 
   it('then streams inserts, updates (park and role changes), deletes with tombstones and truncates, in commit order per key', async () => {

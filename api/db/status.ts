@@ -39,3 +39,27 @@ export async function parkStatuses(pool: pg.Pool): Promise<ParkStatusRow[]> {
   );
   return rows;
 }
+
+/** The source's replication slot as PostgreSQL sees it, whichever process streams it. */
+export interface SourceStatusRow {
+  slot: string;
+  /** streaming: a source holds the slot; stopped: the slot waits with no source; missing: no source ever created it. */
+  state: 'streaming' | 'stopped' | 'missing';
+  confirmed_lsn: string | null;
+  /** WAL bytes the slot holds past its confirmed position; null on a standby server. */
+  lag_bytes: number | null;
+  wal_status: string | null;
+}
+
+export async function sourceStatus(pool: pg.Pool, slot: string): Promise<SourceStatusRow> {
+  const { rows } = await pool.query<{ active: boolean; confirmed_lsn: string | null; lag_bytes: number | null; wal_status: string | null }>(
+    `SELECT active, confirmed_flush_lsn::text AS confirmed_lsn, wal_status,
+            CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::float8 END AS lag_bytes
+       FROM pg_replication_slots
+      WHERE slot_name = $1 AND database = current_database()`,
+    [slot],
+  );
+  const row = rows[0];
+  if (!row) return { slot, state: 'missing', confirmed_lsn: null, lag_bytes: null, wal_status: null };
+  return { slot, state: row.active ? 'streaming' : 'stopped', confirmed_lsn: row.confirmed_lsn, lag_bytes: row.lag_bytes, wal_status: row.wal_status };
+}

@@ -1,12 +1,14 @@
 // GET /v1/sync/call_center/parks: every park with sync on or off, what was granted, the last event applied,
-// the last sweep and its drift, and the lag (scope users:read).
+// the last sweep and its drift, and the lag; and the source's replication slot (scope users:read).
 import type { FastifyPluginAsync } from 'fastify';
 import type pg from 'pg';
 import { toSyncRecord } from '../db/parks.js';
-import { parkStatuses } from '../db/status.js';
+import { parkStatuses, sourceStatus } from '../db/status.js';
 import { errorResponses, syncRecordSchema } from '../schemas.js';
 
 const count = { type: 'integer' } as const;
+/** Sweeps that carry out a toggle: what they write is the toggle's work, not something the stream missed. */
+const TOGGLE_SWEEPS = new Set(['park_on', 'park_off']);
 const nullableTimestamp = { type: ['string', 'null'], format: 'date-time' } as const;
 
 const parkStatusSchema = {
@@ -40,7 +42,11 @@ const parkStatusSchema = {
         finished_at: nullableTimestamp,
         checked: count,
         in_sync: count,
-        drift: { ...count, description: 'differences the sweep repaired (profiles + grants + revocations): what the stream missed; 0 for a backfill (reason park_on), whose writes are expected' },
+        drift: {
+          ...count,
+          description:
+            'differences the sweep repaired (profiles + grants + revocations): what the stream missed; 0 for the sweep of a toggle (reason park_on: the backfill; park_off: the revocation), whose writes are its work',
+        },
         corrected_profiles: count,
         corrected_grants: count,
         revoked: count,
@@ -53,7 +59,21 @@ const parkStatusSchema = {
   },
 } as const;
 
-export const statusRoutes: FastifyPluginAsync<{ pool: pg.Pool }> = async (app, { pool }) => {
+const sourceStatusSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['slot', 'state', 'confirmed_lsn', 'lag_bytes', 'wal_status'],
+  description: "the source's replication slot (CDC_SLOT) as PostgreSQL sees it",
+  properties: {
+    slot: { type: 'string' },
+    state: { type: 'string', enum: ['streaming', 'stopped', 'missing'], description: 'streaming: a source holds the slot; stopped: no source reads it; missing: not created yet' },
+    confirmed_lsn: { type: ['string', 'null'], description: 'the position up to which Kafka has every change' },
+    lag_bytes: { type: ['number', 'null'], description: 'WAL bytes the slot holds past the confirmed position' },
+    wal_status: { type: ['string', 'null'], description: "PostgreSQL's wal_status of the slot (reserved, extended, unreserved, lost)" },
+  },
+} as const;
+
+export const statusRoutes: FastifyPluginAsync<{ pool: pg.Pool; slot: string }> = async (app, { pool, slot }) => {
   app.get(
     '/v1/sync/call_center/parks',
     {
@@ -63,14 +83,20 @@ export const statusRoutes: FastifyPluginAsync<{ pool: pg.Pool }> = async (app, {
         tags: ['sync'],
         security: [{ bearer: [] }],
         response: {
-          200: { type: 'object', additionalProperties: false, required: ['parks'], properties: { parks: { type: 'array', items: parkStatusSchema } } },
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['parks', 'source'],
+            properties: { parks: { type: 'array', items: parkStatusSchema }, source: sourceStatusSchema },
+          },
           ...errorResponses(401, 403, 429, 503),
         },
       },
     },
     async () => {
-      const rows = await parkStatuses(pool);
+      const [rows, source] = await Promise.all([parkStatuses(pool), sourceStatus(pool, slot)]);
       return {
+        source,
         parks: rows.map((row) => ({
           ...toSyncRecord(row),
           users_granted: row.users_granted,
@@ -87,7 +113,7 @@ export const statusRoutes: FastifyPluginAsync<{ pool: pg.Pool }> = async (app, {
                 },
           last_sweep: row.sweep && {
             ...row.sweep,
-            drift: row.sweep.reason === 'park_on' ? 0 : row.sweep.corrected_profiles + row.sweep.corrected_grants + row.sweep.revoked,
+            drift: TOGGLE_SWEEPS.has(row.sweep.reason) ? 0 : row.sweep.corrected_profiles + row.sweep.corrected_grants + row.sweep.revoked,
           },
           lag_seconds: row.lag_seconds,
         })),
