@@ -106,7 +106,7 @@ function card(label, value, detail, id) {
 }
 
 // The sweep of a toggle does the toggle's work (its writes are expected, not drift).
-const TOGGLE_WORK = { park_on: 'backfill', park_off: 'revocation' };
+const TOGGLE_WORK = { park_on: 'backfill', park_off: 'revocation', truncate: 'after a truncate' };
 
 function sweepCell(sweep) {
   if (!sweep) return el('td', {}, el('span', { class: 'small' }, 'none yet'));

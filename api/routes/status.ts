@@ -8,7 +8,7 @@ import { errorResponses, syncRecordSchema } from '../schemas.js';
 
 const count = { type: 'integer' } as const;
 /** Sweeps that carry out a toggle: what they write is the toggle's work, not something the stream missed. */
-const TOGGLE_SWEEPS = new Set(['park_on', 'park_off']);
+const TOGGLE_SWEEPS = new Set(['park_on', 'park_off', 'truncate']);
 const nullableTimestamp = { type: ['string', 'null'], format: 'date-time' } as const;
 
 const parkStatusSchema = {

@@ -9,7 +9,7 @@ import type { Metrics } from '../metrics.js';
 import type { Applier, UidOutcome } from '../sync/applier.js';
 import { grantKey, sameRoles } from '../sync/desired.js';
 import { loadParks, refreshPark, type ParkDirectory } from '../sync/parks.js';
-import type { Reconciler, SweepCounts, SweepOptions } from '../sync/reconciler.js';
+import type { Reconciler, SweepCounts, SweepOptions, SweepReason } from '../sync/reconciler.js';
 import { adoptGrants, grantedUids, uidsOfPark, usersOfPark } from '../sync/store.js';
 
 export interface ReconcilerDeps {
@@ -21,6 +21,9 @@ export interface ReconcilerDeps {
   metrics: Metrics;
   pageSize: number;
 }
+
+/** Sweeps whose writes are the work asked for (a backfill, a revocation, the state after a truncate), not drift. */
+const WORK_SWEEPS = new Set<SweepReason>(['park_on', 'park_off', 'truncate']);
 
 const zero = (): SweepCounts => ({ checked: 0, in_sync: 0, corrected_profiles: 0, corrected_grants: 0, revoked: 0, skipped_no_uid: 0, failed: 0 });
 
@@ -74,13 +77,15 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         tally(counts, await applier.syncUids(await grantedUids(pool, { parkId }), { signal: options.signal }));
       }
       const corrections = counts.corrected_grants + counts.corrected_profiles + counts.revoked;
-      if (corrections > 0) {
+      // The sweep of a toggle or a truncate does that change's work: its writes are expected, not drift.
+      const drift = WORK_SWEEPS.has(reason) ? 0 : corrections;
+      if (drift > 0) {
         metrics.sweepCorrections.inc({ kind: 'grant' }, counts.corrected_grants);
         metrics.sweepCorrections.inc({ kind: 'profile' }, counts.corrected_profiles);
         metrics.sweepCorrections.inc({ kind: 'revoke' }, counts.revoked);
       }
-      const level = corrections > 0 && reason !== 'park_on' ? 'warn' : 'info';
-      plog[level]({ ...counts, durationMs: Date.now() - started }, corrections > 0 ? 'sweep corrected drift' : 'sweep found everything in sync');
+      const message = drift > 0 ? 'sweep corrected drift' : corrections > 0 ? `sweep did the work of ${reason}` : 'sweep found everything in sync';
+      plog[drift > 0 ? 'warn' : 'info']({ ...counts, durationMs: Date.now() - started }, message);
       await recordRun(runId, counts, null);
       return counts;
     } catch (e) {
