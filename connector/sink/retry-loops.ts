@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Applier } from '../sync/applier.js';
 import type { Reconciler, SweepReason } from '../sync/reconciler.js';
-import { claimDueParkSweep, claimDueRetries, countRetries, deferParkSweep, finishParkSweep, renewParkSweep } from '../sync/store.js';
+import { claimDueParkSweep, claimDueRetries, countRetries, deferParkSweep, finishParkSweep, renewParkSweep } from '../sync/work-queue.js';
 import { sleep } from '../time.js';
 
 export interface RetryLoopsDeps {

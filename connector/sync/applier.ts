@@ -13,20 +13,8 @@ import type { Metrics } from '../metrics.js';
 import { desiredGrants, grantKey, profileOf, sameRoles, splitGrantKey, type UserRow } from './desired.js';
 import type { KeyedLock } from './locks.js';
 import { loadParks, type ParkDirectory } from './parks.js';
-import {
-  clearRetries,
-  grantsByUid,
-  lockUids,
-  parkUids,
-  recordPendingGrants,
-  retriesByUid,
-  settleGrants,
-  usersByUid,
-  type GrantRecord,
-  type ParkedUid,
-  type RetryRow,
-  type SettledGrant,
-} from './store.js';
+import { grantsByUid, lockUids, recordPendingGrants, settleGrants, usersByUid, type GrantRecord, type SettledGrant } from './store.js';
+import { clearRetries, parkUids, retriesByUid, type ParkedUid, type RetryRow } from './work-queue.js';
 
 export interface SyncOptions {
   /** uids whose profile changed: PUT the profile before roles. */
