@@ -14,7 +14,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -228,7 +228,7 @@ async function measure(
   };
   console.log(
     `  ${round > 0 ? `round ${round}` : 'alone  '}  ${who.padEnd(28)} ${fmt(run.records).padStart(9)} records  ${fmt(run.changesPerS).padStart(7)} changes/s  ` +
-      `first record after ${fmt(run.firstRecordS, 1)} s  drained in ${fmt(run.drainS, 1)} s  peak RSS ${fmt(run.peakRssMb)} MB`,
+      `first record after ${fmt(run.firstRecordS, 1)} s  drained in ${fmt(run.drainS, 1)} s  peak RSS ${fmt(run.peakRssMb)} MB  (load ${fmt(loadavg()[0]!, 1)})`,
   );
   if (records < expected) console.log(`    (${who} wrote ${fmt(records)} of the ${fmt(expected)} changes to ${topic})`);
   return run;
@@ -410,7 +410,7 @@ try {
       `producer ${Object.entries(PEER_PRODUCER).map(([k, v]) => `${k}=${v}`).join(' ')}, ` +
       `connector ${Object.entries(PEER_CONNECTOR).map(([k, v]) => `${k}=${v}`).join(' ')}, heap -Xmx2G`,
   );
-  console.log('  measured from each topic: records between the first and last record timestamps; first record after the process started');
+  console.log('  measured from each topic: records between the first and last record timestamps; first record after the process started; load = 1-minute load average of the machine after the run');
   const runs: Run[] = [];
   const fleetSync = (round: number, endLsn: string) =>
     measure(round, 'fleet-sync', topicFor(dbName, 'users'), N, startFleetSync, () => slotConfirmed(dbName, endLsn), 600);
