@@ -8,8 +8,9 @@
 //
 // The peer that counts is Debezium 2.7 on a Kafka Connect standalone worker (scripts/debezium/pom.xml), configured
 // for throughput as an operator would: pgoutput, its own slot and publication on `users`, JSON values without
-// schemas, acks=all with idempotence, producer batching (linger.ms, batch.size, 5 requests in flight), and a larger
-// max.batch.size / max.queue.size than Debezium's defaults (2,048 / 8,192). Debezium Server's Kafka sink waits for
+// schemas, acks=all with idempotence, producer batching as the worker's `producer.*` settings (linger.ms, batch.size,
+// 5 requests in flight; PEER_PRODUCER), and a larger max.batch.size / max.queue.size than Debezium's defaults
+// (2,048 / 8,192; PEER_CONNECTOR). Debezium Server's Kafka sink waits for
 // each record's acknowledgement (DBZ-7575), so it is measured on its own smaller backlog and not in the ratio.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -40,9 +41,9 @@ const { values: args } = parseArgs({
     'no-server': { type: 'boolean', default: false },
     // Keeps the connectors' configuration and logs (in a temporary folder, printed) after a successful run.
     'keep-logs': { type: 'boolean', default: false },
-    // Producer compression of the Connect worker (none, lz4, zstd, ...). lz4 drained 300k changes no faster here
-    // (29.4 and 24.0 s against 26.0 and 19.8 s without), where the broker shares the two cores and decompresses
-    // every batch to validate it. The reader below needs a kafkajs codec for any but none and gzip.
+    // Producer compression of the Connect worker (none, lz4, zstd, ...). In one try side by side, lz4 drained 300k
+    // changes no faster (29.4 and 24.0 s from the JVM's start, against 26.0 and 19.8 s without) on this machine,
+    // where the broker shares the two cores. The topic reader below has no kafkajs codec but gzip's: it stops on others.
     'peer-compression': { type: 'string', default: 'none' },
     // Passed to the fleet-sync source process, e.g. --node-arg=--cpu-prof --node-arg=--cpu-prof-dir=/tmp/prof.
     'node-arg': { type: 'string', multiple: true, default: [] },
