@@ -7,14 +7,13 @@
 // process's start (time to first record), and the process's peak RSS (VmHWM).
 //
 // The peer that counts is Debezium 2.7 on a Kafka Connect standalone worker (scripts/debezium/pom.xml), configured
-// for throughput as an operator would: pgoutput, its own slot and publication on `users`, JSON values without
-// schemas, acks=all with idempotence, producer batching as the worker's `producer.*` settings (linger.ms, batch.size,
-// 5 requests in flight; PEER_PRODUCER), and a larger max.batch.size / max.queue.size than Debezium's defaults
-// (2,048 / 8,192; PEER_CONNECTOR). Debezium Server's Kafka sink waits for
-// each record's acknowledgement (DBZ-7575), so it is measured on its own smaller backlog and not in the ratio.
+// for throughput as an operator would (debezium.ts): pgoutput, its own slot and publication on `users`, JSON values
+// without schemas, acks=all with idempotence, producer batching as the worker's `producer.*` settings (linger.ms,
+// batch.size, 5 requests in flight; peerProducer), and a larger max.batch.size / max.queue.size than Debezium's
+// defaults (2,048 / 8,192; PEER_CONNECTOR). Debezium Server's Kafka sink waits for each record's acknowledgement
+// (DBZ-7575), so it is measured on its own smaller backlog and not in the ratio.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -28,9 +27,9 @@ import { ensureTopics } from '../../connector/kafka/topics.js';
 import { createLogger } from '../../connector/log.js';
 import { createMetrics } from '../../connector/metrics.js';
 import { startSource } from '../../connector/source/source.js';
-import { HEARTBEAT_PREFIX } from '../../connector/source/decoder.js';
 import { topicFor } from '../../connector/events.js';
 import { ensureServices, fmt, freshDatabase, stageEnv } from './common.js';
+import { PEER_CONNECTOR, peerProducer, startConnect, startServer, type PeerRun } from './debezium.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -55,27 +54,6 @@ const SERVER_N = Number(args['server-users']);
 const BIN = fileURLToPath(new URL('../../bin/fleet-sync.js', import.meta.url));
 const FETCH = fileURLToPath(new URL('../debezium/fetch', import.meta.url));
 
-// What the peer is tuned to (printed with the results).
-const PEER_PRODUCER: Record<string, string> = {
-  acks: 'all',
-  'enable.idempotence': 'true',
-  'max.in.flight.requests.per.connection': '5',
-  'linger.ms': '20',
-  'batch.size': '524288',
-  'buffer.memory': '67108864',
-  'compression.type': args['peer-compression'],
-};
-const PEER_CONNECTOR: Record<string, string> = {
-  'max.batch.size': '8192',
-  'max.queue.size': '32768',
-  'poll.interval.ms': '100',
-};
-// The launch scripts' JVM options (kafka-run-class.sh, connect-standalone.sh's KAFKA_HEAP_OPTS).
-const CONNECT_JVM = [
-  '-Xms256M', '-Xmx2G', '-server', '-XX:+UseG1GC', '-XX:MaxGCPauseMillis=20', '-XX:InitiatingHeapOccupancyPercent=35',
-  '-XX:+ExplicitGCInvokesConcurrent', '-XX:MaxInlineLevel=15', '-Djava.awt.headless=true',
-];
-
 const { databaseUrl, kafkaBrokers } = ensureServices();
 const dbName = `bench_peer_${Date.now().toString(36)}`;
 const db = await freshDatabase(databaseUrl, dbName);
@@ -86,7 +64,6 @@ const log = createLogger('warn');
 const work = mkdtempSync(join(tmpdir(), `${dbName}-`));
 const kafka = createKafka(config, log, '-bench');
 const admin = kafka.admin();
-const pgUrl = new URL(db.url);
 
 interface Run {
   round: number;
@@ -101,19 +78,6 @@ interface Run {
 const waitUntil = async (check: () => Promise<boolean>, intervalMs = 100) => {
   while (!(await check())) await new Promise((r) => setTimeout(r, intervalMs));
 };
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-
-const properties = (entries: Record<string, string | number>) =>
-  Object.entries(entries)
-    .map(([k, v]) => `${k}=${v}`)
-    .join('\n') + '\n';
 
 /** N users of park p1, committed in transactions of 1-100 rows; returns the WAL position after the last. */
 async function insertBacklog(n: number): Promise<string> {
@@ -235,6 +199,8 @@ async function measure(
   return run;
 }
 
+const peerRun = (name: string): PeerRun => ({ dir: work, kafkaBrokers, databaseUrl: db.url, name, topics: config });
+
 function logTo(name: string) {
   return createWriteStream(join(work, name), { flags: 'a' });
 }
@@ -242,131 +208,6 @@ function logTo(name: string) {
 async function startFleetSync(): Promise<ChildProcess> {
   const out = logTo('fleet-sync.log');
   const child = spawn(process.execPath, [...args['node-arg'], BIN, 'source'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.pipe(out);
-  child.stderr!.pipe(out);
-  return child;
-}
-
-const database = {
-  'database.hostname': pgUrl.hostname,
-  'database.port': pgUrl.port,
-  'database.user': decodeURIComponent(pgUrl.username),
-  'database.password': decodeURIComponent(pgUrl.password) || 'unused',
-  'database.dbname': dbName,
-};
-
-/** Debezium's PostgreSQL connector in a Kafka Connect standalone worker: its own JVM, like connect-standalone.sh. */
-async function startConnect(jars: string, name: string): Promise<ChildProcess> {
-  const dir = join(work, 'connect');
-  execFileSync('mkdir', ['-p', dir]);
-  writeFileSync(
-    join(dir, 'worker.properties'),
-    properties({
-      'bootstrap.servers': kafkaBrokers,
-      'key.converter': 'org.apache.kafka.connect.json.JsonConverter',
-      'value.converter': 'org.apache.kafka.connect.json.JsonConverter',
-      'key.converter.schemas.enable': 'false',
-      'value.converter.schemas.enable': 'false',
-      'offset.storage.file.filename': join(dir, 'offsets'),
-      // Debezium confirms the slot's LSN when Connect commits offsets.
-      'offset.flush.interval.ms': 10_000,
-      listeners: `http://127.0.0.1:${await freePort()}`,
-      'plugin.discovery': 'only_scan',
-      ...Object.fromEntries(Object.entries(PEER_PRODUCER).map(([k, v]) => [`producer.${k}`, v])),
-    }),
-  );
-  writeFileSync(
-    join(dir, 'connector.properties'),
-    properties({
-      name,
-      'connector.class': 'io.debezium.connector.postgresql.PostgresConnector',
-      'tasks.max': 1,
-      'plugin.name': 'pgoutput',
-      ...database,
-      'topic.prefix': name,
-      'slot.name': name,
-      'publication.name': name,
-      'publication.autocreate.mode': 'disabled',
-      'table.include.list': 'public.users',
-      // The slot was made before the backlog: stream it, no snapshot.
-      'snapshot.mode': 'no_data',
-      // fleet-sync's heartbeats are logical-decoding messages too; Debezium would publish them to <prefix>.message.
-      'message.prefix.exclude.list': HEARTBEAT_PREFIX,
-      'topic.creation.default.partitions': config.TOPIC_PARTITIONS,
-      'topic.creation.default.replication.factor': config.TOPIC_REPLICATION_FACTOR,
-      'topic.creation.default.cleanup.policy': config.TOPIC_CLEANUP_POLICY,
-      ...PEER_CONNECTOR,
-    }),
-  );
-  writeFileSync(
-    join(dir, 'log4j.properties'),
-    properties({
-      'log4j.rootLogger': 'INFO, file',
-      'log4j.appender.file': 'org.apache.log4j.FileAppender',
-      'log4j.appender.file.File': join(dir, 'connect.log'),
-      'log4j.appender.file.layout': 'org.apache.log4j.PatternLayout',
-      'log4j.appender.file.layout.ConversionPattern': '[%d] %p %m (%c)%n',
-    }),
-  );
-  const out = logTo('connect.out');
-  const child = spawn(
-    'java',
-    [...CONNECT_JVM, `-Dlog4j.configuration=file:${join(dir, 'log4j.properties')}`, '-cp', `${jars}/*`, 'org.apache.kafka.connect.cli.ConnectStandalone', join(dir, 'worker.properties'), join(dir, 'connector.properties')],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  child.stdout!.pipe(out);
-  child.stderr!.pipe(out);
-  return child;
-}
-
-/** Debezium Server with its Kafka sink, as its run.sh starts it (the distribution's JVM defaults). */
-async function startServer(dist: string, name: string): Promise<ChildProcess> {
-  const dir = join(work, 'server');
-  execFileSync('mkdir', ['-p', join(dir, 'conf')]);
-  const source = {
-    'connector.class': 'io.debezium.connector.postgresql.PostgresConnector',
-    'offset.storage.file.filename': join(dir, 'offsets.dat'),
-    'offset.flush.interval.ms': 0,
-    'plugin.name': 'pgoutput',
-    ...database,
-    'topic.prefix': name,
-    'slot.name': name,
-    'publication.name': name,
-    'publication.autocreate.mode': 'disabled',
-    'table.include.list': 'public.users',
-    'snapshot.mode': 'no_data',
-    'message.prefix.exclude.list': HEARTBEAT_PREFIX,
-    ...PEER_CONNECTOR,
-  };
-  const producer = {
-    'bootstrap.servers': kafkaBrokers,
-    'key.serializer': 'org.apache.kafka.common.serialization.StringSerializer',
-    'value.serializer': 'org.apache.kafka.common.serialization.StringSerializer',
-    acks: 'all',
-    'enable.idempotence': 'true',
-    'linger.ms': 0,
-  };
-  writeFileSync(
-    join(dir, 'conf', 'application.properties'),
-    properties({
-      'debezium.sink.type': 'kafka',
-      ...Object.fromEntries(Object.entries(producer).map(([k, v]) => [`debezium.sink.kafka.producer.${k}`, v])),
-      ...Object.fromEntries(Object.entries(source).map(([k, v]) => [`debezium.source.${k}`, v])),
-      'debezium.format.key': 'json',
-      'debezium.format.value': 'json',
-      'debezium.format.key.schemas.enable': 'false',
-      'debezium.format.value.schemas.enable': 'false',
-      'quarkus.http.port': await freePort(),
-      'quarkus.http.host': '127.0.0.1',
-      'quarkus.log.console.json': 'false',
-    }),
-  );
-  const runner = execFileSync('sh', ['-c', 'ls debezium-server-*runner.jar'], { cwd: dist, encoding: 'utf8' }).trim();
-  const out = logTo('server.out');
-  const child = spawn('java', ['-cp', `${join(dist, runner)}:${join(dir, 'conf')}:${join(dist, 'lib')}/*`, 'io.debezium.server.Main'], {
-    cwd: dir,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
   child.stdout!.pipe(out);
   child.stderr!.pipe(out);
   return child;
@@ -408,7 +249,7 @@ try {
   console.log(`  fleet-sync: source process as bench:source starts it, Avro values, ${config.CDC_EXACTLY_ONCE ? 'a Kafka transaction per batch (exactly once)' : 'idempotent producer'}`);
   console.log(
     `  Debezium 2.7.3.Final on a Kafka Connect 3.9.1 standalone worker: pgoutput, JSON values without schemas, ` +
-      `producer ${Object.entries(PEER_PRODUCER).map(([k, v]) => `${k}=${v}`).join(' ')}, ` +
+      `producer ${Object.entries(peerProducer(args['peer-compression'])).map(([k, v]) => `${k}=${v}`).join(' ')}, ` +
       `connector ${Object.entries(PEER_CONNECTOR).map(([k, v]) => `${k}=${v}`).join(' ')}, heap -Xmx2G`,
   );
   console.log('  measured from each topic: records between the first and last record timestamps; first record after the process started; load = 1-minute load average of the machine after the run');
@@ -416,7 +257,7 @@ try {
   const fleetSync = (round: number, endLsn: string) =>
     measure(round, 'fleet-sync', topicFor(dbName, 'users'), N, startFleetSync, () => slotConfirmed(dbName, endLsn), 600);
   const connect = (round: number) =>
-    measure(round, 'Debezium on Kafka Connect', topicFor(peer, 'users'), N, () => startConnect(connectJars, peer), async (from) => {
+    measure(round, 'Debezium on Kafka Connect', topicFor(peer, 'users'), N, () => startConnect(connectJars, peerRun(peer), args['peer-compression']), async (from) => {
       return sum(await highWatermarks(admin, topicFor(peer, 'users'))) - sum(from) >= BigInt(N);
     }, 900);
   for (let round = 1; round <= ROUNDS; round++) {
@@ -438,7 +279,7 @@ try {
     process.stderr.write(`Debezium Server: committing ${fmt(SERVER_N)} users...\n`);
     await insertBacklog(SERVER_N);
     const topic = topicFor(server, 'users');
-    await measure(0, 'Debezium Server (Kafka sink)', topic, SERVER_N, () => startServer(serverDist, server), async (from) => {
+    await measure(0, 'Debezium Server (Kafka sink)', topic, SERVER_N, () => startServer(serverDist, peerRun(server)), async (from) => {
       return sum(await highWatermarks(admin, topic)) - sum(from) >= BigInt(SERVER_N);
     }, 900);
     console.log(`    (Debezium Server 2.7.3.Final, Kafka sink with linger.ms=0, acks=all: it waits for each record's acknowledgement; its own ${fmt(SERVER_N)}-user backlog, not in the ratio)`);
