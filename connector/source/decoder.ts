@@ -2,8 +2,8 @@
 import type { Pgoutput } from 'pg-logical-replication';
 import type { SchemaRegistry } from '../avro/registry.js';
 import type { Logger } from '../log.js';
-import { CAPTURED_TABLES, PRIMARY_KEYS, isCapturedTable, parseLsn, type CapturedTable, type ChangeEvent, type Row, type StreamPosition } from '../events.js';
-import { createRowConverter, type RowConverter } from './rows.js';
+import { CAPTURED_TABLES, PRIMARY_KEYS, isCapturedTable, parseLsn, type CapturedTable, type ChangeEvent, type Row, type SourceInfo, type StreamPosition } from '../events.js';
+import { avroTextParser, createRowConverter, type RowConverter } from './rows.js';
 import type avro from 'avsc';
 
 /** What the stream hands the publisher: events, and LSNs that may be confirmed once every item before them is in Kafka. */
@@ -27,6 +27,17 @@ export function keyOf(table: CapturedTable, row: Row): Row {
   return key;
 }
 
+/**
+ * pg-logical-replication parses each text column of a relation's tuples with the parser on the relation's column
+ * (node-postgres's, by type): the one place to give a column a cheaper parser for what the Avro row carries.
+ */
+function useAvroParsers(relation: Pgoutput.MessageRelation): void {
+  for (const column of relation.columns) {
+    const parser = avroTextParser(column.typeOid, column.parser);
+    if (parser) column.parser = parser;
+  }
+}
+
 export interface Decoder {
   /** The items a message yields, in order (usually zero or one). */
   decode(message: Pgoutput.Message): StreamItem[];
@@ -37,17 +48,23 @@ export interface Decoder {
 
 export function createDecoder(deps: { db: string; converters: Record<CapturedTable, RowConverter>; now?: () => number }): Decoder {
   const now = deps.now ?? Date.now;
-  let tx: { xid: number; lsn: string; commitLsn: bigint; commitTsMs: number; seq: number } | null = null;
+  let tx: { xid: number; lsn: string; commitLsn: bigint; commitTsMs: number; seq: number; source: SourceInfo | null } | null = null;
 
-  const source = (table: CapturedTable) => ({
-    db: deps.db,
-    schema: 'public',
-    table,
-    lsn: tx?.lsn ?? '0/0',
-    tx_id: tx?.xid ?? null,
-    commit_ts_ms: tx?.commitTsMs ?? null,
-    snapshot: false,
-  });
+  // Every event of a transaction and table has the same source block: one object, shared (events are never mutated).
+  const source = (table: CapturedTable): SourceInfo => {
+    if (tx?.source?.table === table) return tx.source;
+    const info: SourceInfo = {
+      db: deps.db,
+      schema: 'public',
+      table,
+      lsn: tx?.lsn ?? '0/0',
+      tx_id: tx?.xid ?? null,
+      commit_ts_ms: tx?.commitTsMs ?? null,
+      snapshot: false,
+    };
+    if (tx) tx.source = info;
+    return info;
+  };
   const position = (): StreamPosition => ({ lsn: tx?.commitLsn ?? 0n, seq: tx ? tx.seq++ : 0 });
   const event = (table: CapturedTable, op: ChangeEvent['op'], before: Row | null, after: Row | null): StreamItem => ({
     kind: 'event',
@@ -72,6 +89,7 @@ export function createDecoder(deps: { db: string; converters: Record<CapturedTab
             commitLsn: m.commitLsn ? parseLsn(m.commitLsn) : 0n,
             commitTsMs: Number(BigInt(m.commitTime as bigint) / 1000n),
             seq: 0,
+            source: null,
           };
           return [];
         case 'commit': {
@@ -79,7 +97,10 @@ export function createDecoder(deps: { db: string; converters: Record<CapturedTab
           return m.commitEndLsn ? [{ kind: 'checkpoint', lsn: parseLsn(m.commitEndLsn) }] : [];
         }
         case 'relation':
-          if (isCapturedTable(m.schema, m.name)) deps.converters[m.name].checkColumns(m.columns.map((c) => c.name));
+          if (isCapturedTable(m.schema, m.name)) {
+            useAvroParsers(m);
+            deps.converters[m.name].checkColumns(m.columns.map((c) => c.name));
+          }
           return [];
         case 'insert': {
           const { schema, name } = m.relation;

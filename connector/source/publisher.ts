@@ -39,17 +39,20 @@ export interface Publisher {
   close(): Promise<void>;
 }
 
+// Topic names per prefix and table, made once: a name built per record is a new string to hash per record.
+const topicNames = new Map<string, Record<string, string>>();
+function topicOf(prefix: string, table: CapturedTable): string {
+  let names = topicNames.get(prefix);
+  if (!names) topicNames.set(prefix, (names = {}));
+  return (names[table] ??= topicFor(prefix, table));
+}
+
 /** One change event → its records: the event, plus a tombstone after a delete (so compaction can forget the key). */
 export function toRecords(event: ChangeEvent, registry: SchemaRegistry, prefix: string, partitions: Record<CapturedTable, number>): ChangeRecord[] {
-  const topic = topicFor(prefix, event.table);
+  const topic = topicOf(prefix, event.table);
   const key = registry.encode(event.table, 'key', event.key);
-  const value = registry.encode(event.table, 'value', {
-    before: event.before,
-    after: event.after,
-    op: event.op,
-    ts_ms: event.ts_ms,
-    source: event.source,
-  });
+  // The event is the envelope (before, after, op, ts_ms, source) plus fields the encoder does not read: no copy.
+  const value = registry.encode(event.table, 'value', event);
   if (event.op === 't') {
     return Array.from({ length: partitions[event.table] }, (_, partition) => ({ topic, partition, key, value }));
   }
