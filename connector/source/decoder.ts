@@ -1,6 +1,8 @@
-// Decodes pgoutput messages into change events and transaction checkpoints; pure apart from one warning log.
+// Decodes pgoutput messages into change events and transaction checkpoints: pure (the row converters it is given
+// log the one warning about an unknown column).
 import type { Pgoutput } from 'pg-logical-replication';
 import type { SchemaRegistry } from '../avro/registry.js';
+import { FleetSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { CAPTURED_TABLES, PRIMARY_KEYS, isCapturedTable, parseLsn, type CapturedTable, type ChangeEvent, type Row, type SourceInfo, type StreamPosition } from '../events.js';
 import { avroTextParser, createRowConverter, type RowConverter } from './rows.js';
@@ -41,9 +43,6 @@ function useAvroParsers(relation: Pgoutput.MessageRelation): void {
 export interface Decoder {
   /** The items a message yields, in order (usually zero or one). */
   decode(message: Pgoutput.Message): StreamItem[];
-  /** True between a begin and its commit: a keepalive's LSN then must not be confirmed. */
-  inTransaction(): boolean;
-  reset(): void;
 }
 
 export function createDecoder(deps: { db: string; converters: Record<CapturedTable, RowConverter>; now?: () => number }): Decoder {
@@ -73,15 +72,11 @@ export function createDecoder(deps: { db: string; converters: Record<CapturedTab
   });
 
   return {
-    inTransaction: () => tx !== null,
-    reset() {
-      tx = null;
-    },
     decode(m) {
       switch (m.tag) {
         case 'begin':
           // Positions (exactly-once) order by the commit LSN: a transaction without one cannot be placed.
-          if (!m.commitLsn) throw new Error(`transaction ${m.xid} arrived without its commit LSN`);
+          if (!m.commitLsn) throw new FleetSyncError('REPLICATION_FAILED', `transaction ${m.xid} arrived without its commit LSN`);
           // pgoutput's commit time is microseconds since the epoch, as a BigInt.
           tx = {
             xid: m.xid,

@@ -1,5 +1,6 @@
 // Turns a row as node-postgres parses it (replication tuple or snapshot query) into the Avro row of schemas/:
 // timestamps to epoch milliseconds, jsonb to JSON text, columns the schema does not know dropped with one warning.
+import { FleetSyncError } from '../errors.js';
 import type avro from 'avsc';
 import type { Logger } from '../log.js';
 import type { CapturedTable, Row } from '../events.js';
@@ -28,7 +29,7 @@ function columnValue(table: string, name: string, long: boolean, value: unknown)
   if (type === 'string') return long ? Number(value) : value;
   if (value === null || type === 'boolean' || type === 'number') return value;
   if (value === undefined) {
-    throw new Error(`column ${table}.${name} has no value (unchanged TOAST datum without the old row: is REPLICA IDENTITY FULL set?)`);
+    throw new FleetSyncError('SCHEMA_INCOMPATIBLE', `column ${table}.${name} has no value (unchanged TOAST datum without the old row: is REPLICA IDENTITY FULL set?)`);
   }
   return toAvroValue(value, long);
 }

@@ -198,6 +198,7 @@ export function startSource(deps: SourceDeps): SourceHandle {
           await streamChanges({ config, pool, log: deps.log, metrics, registry, publisher, partitions, converters, db, scope }, streamStop, streamGiveUp);
         } catch (e) {
           if (streamStop.aborted) break;
+          if (fatal(e) && !isFleetSyncError(e, 'SOURCE_FENCED')) throw e;
           if (isFleetSyncError(e, 'SOURCE_FENCED')) {
             // A transaction the broker timed out (a long broker outage) fences the producer too: while the
             // leadership lock is still ours, no other source exists, so a new producer goes on from the mark.
