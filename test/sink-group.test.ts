@@ -109,6 +109,7 @@ describe('planChanges: who is managed, and what is written', () => {
     ['a grant of a park off without revoke: kept', { records: [record({ park_id: 'kept' })] }, { changes: [] }],
     ['a grant of a park off with revoke: revoked', { records: [record({ park_id: 'off' })] }, { changes: ['proj-on:-'] }],
     ['a pending record is not trusted: written again', { rows: [row()], records: [record({ pending: true })] }, { changes: ['proj-on:cc-op'] }],
+    ['a pending revocation is made even when an older listing shows nothing held', { records: [record({ role_ids: [], pending: true })], actual: [['u1', []]] }, { changes: ['proj-on:-'] }],
   ])('%s', (_name, input, expected) => {
     const result = plan(input);
     expect(result.changes).toEqual(expected.changes);

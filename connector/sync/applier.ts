@@ -144,7 +144,8 @@ export function planChanges(input: {
     const parkId =
       input.rows.find((r) => r.yandex_uid === uid && parks.get(r.park_id)?.enabled && parks.get(r.park_id)?.project_id === projectId)?.park_id ?? record?.park_id ?? '';
     // What the call center has: the listing when there is one, else fleet-sync's settled record of what it gave.
-    const listed = input.actual?.get(key);
+    // A pending record means a call of fleet-sync's may have landed after the listing was taken: neither is trusted.
+    const listed = record?.pending ? undefined : input.actual?.get(key);
     const has = listed ?? (record && !record.pending ? record.role_ids : undefined);
     if (has !== undefined && sameRoles(has, want)) {
       // In sync. A member fleet-sync had no record of is adopted; a record of a uid that holds nothing and is no
