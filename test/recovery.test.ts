@@ -12,8 +12,11 @@ import { readTopics } from './kafka-helpers.js';
 import { CC_TOKEN, enablePark, seedPark, startPipeline, waitForProject, type Pipeline } from './pipeline.js';
 import { crashAndRestart, spawnFleetSync } from './services.js';
 
-/** Role changes on a park's users, `n` transactions, each its own; a failed one (the database restarting) is retried. */
-async function roleChanges(db: TestDatabase, parkId: string, roles: [string, string], n: number, stop?: () => boolean): Promise<number> {
+/**
+ * Role changes on a park's users, `n` transactions, each its own; a failed one (the database restarting) is retried
+ * once the database answers again. `progress.done` counts the committed ones as they go.
+ */
+async function roleChanges(db: TestDatabase, parkId: string, roles: [string, string], n: number, stop?: () => boolean, progress = { done: 0 }): Promise<number> {
   let done = 0;
   while (done < n && !stop?.()) {
     try {
@@ -23,8 +26,10 @@ async function roleChanges(db: TestDatabase, parkId: string, roles: [string, str
         [parkId, roles[0], roles[1]],
       );
       done++;
+      progress.done++;
     } catch {
-      await new Promise((r) => setTimeout(r, 100)); // the database is restarting: the change was not committed
+      // The database is restarting: the change was not committed. Go on once it answers.
+      await waitFor(async () => (await db.pool.query('SELECT 1')).rowCount === 1, { what: 'PostgreSQL to answer again', timeoutMs: 120_000, intervalMs: 100 });
     }
   }
   return done;
@@ -184,8 +189,9 @@ describe('recovery from a PostgreSQL crash and restart, stages as separate proce
     await waitForProject(p, park.projectId, 'the backfill', { timeoutMs: 60_000 });
 
     let stop = false;
-    const writes = roleChanges(db, park.parkId, park.roles, 1_000_000, () => stop);
-    await new Promise((r) => setTimeout(r, 500));
+    const progress = { done: 0 };
+    const writes = roleChanges(db, park.parkId, park.roles, 1_000_000, () => stop, progress);
+    await waitFor(() => progress.done >= 20, { what: 'the write load to run' });
     await crashAndRestart('postgres');
     await waitFor(async () => (await db.pool.query('SELECT 1')).rowCount === 1, { what: 'PostgreSQL back' });
     // Changes after the restart, then quiet: the pipeline must bring the call center to the database's state.
