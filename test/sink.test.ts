@@ -132,6 +132,24 @@ describe('sink: changes reach the call center by the SPEC §5 rules', () => {
     await p.reconciler().sweepAll('interval');
     expect(heldGrants(p.sim)[park.projectId]).toEqual(held);
   });
+
+  it('a park turned off without revoke, read before an earlier disable still on its way: the disabled user loses the role, the others keep theirs', async () => {
+    const park = await seedPark(p.db.pool, { users: 4 });
+    await waitForProject(p, park.projectId, 'the backfill');
+    const held = heldGrants(p.sim)[park.projectId]!;
+    // The sink is away: on its return it reads the parks topic (the park is off) before the users topic (the disable).
+    await p.sink!.stop();
+    await q(`UPDATE users SET is_enabled = false WHERE yandex_uid = $1`, [park.uids[0]]);
+    await q(`UPDATE call_center_parks SET enabled = false, disabled_at = now(), revoke_on_disable = false WHERE park_id = $1`, [park.parkId]);
+    p.startSink();
+    await waitFor(() => p.sim.rolesOf(park.projectId, park.uids[0]!).length === 0, { what: 'the user disabled before the toggle to lose the role' });
+    await waitFor(() => groupCaughtUp(p), { what: 'the sink to process every change' });
+    await waitFor(async () => (await q(`SELECT 1 FROM reconcile_runs WHERE park_id = $1 AND reason = 'park_off' AND finished_at IS NOT NULL`, [park.parkId])).rowCount === 1, {
+      what: 'the park_off sweep',
+    });
+    const { [park.uids[0]!]: _revoked, ...kept } = held;
+    expect(heldGrants(p.sim)[park.projectId]).toEqual(kept);
+  });
 });
 
 describe('sink: a truncate of users', () => {

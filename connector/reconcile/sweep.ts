@@ -71,6 +71,13 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
           tally(counts, outcomes);
           if (![...outcomes.values()].some((o) => o.revoked > 0)) break;
         }
+        if (!park.revoke_on_disable && park.project_id) {
+          // Off without revoke: the park's last pass. What it granted stays, but a user disabled, deleted or moved
+          // before the toggle (an event the stream may read only after it) loses what the last mapping no longer gives.
+          const granted = await grantedUids(pool, { parkId });
+          const named = granted.map((uid) => grantKey(park.project_id, uid));
+          tally(counts, await applier.syncUids(granted, { managed: named, signal: options.signal }));
+        }
       } else {
         await sweepEnabled(park.project_id, parkId, counts, plog, options);
         // Grants this park gave in another project: its mapping moved.

@@ -10,7 +10,7 @@ import type { CallCenterClient } from '../callcenter/client.js';
 import { FleetSyncError, isFleetSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { desiredGrants, grantKey, profileOf, sameRoles, splitGrantKey, type UserRow } from './desired.js';
+import { desiredGrants, grantKey, profileOf, rolesInPark, sameRoles, splitGrantKey, type ParkSync, type UserRow } from './desired.js';
 import type { KeyedLock } from './locks.js';
 import { loadParks, type ParkDirectory } from './parks.js';
 import { grantsByUid, lockUids, recordPendingGrants, settleGrants, usersByUid, type GrantRecord, type SettledGrant } from './store.js';
@@ -137,16 +137,26 @@ export function planChanges(input: {
     const want = desired.get(key) ?? [];
     const record = recorded.get(key);
     const member = desired.has(key);
-    if (!member && !record && !input.named.has(key)) continue; // not ours: the call-center team's own people
-    // A park turned off without revoke keeps what it had: only turning it off with revoke takes that away.
-    const recordPark = record ? parks.get(record.park_id) : undefined;
-    if (!member && !input.named.has(key) && recordPark && !recordPark.enabled && !recordPark.revoke_on_disable) continue;
-    const parkId =
-      input.rows.find((r) => r.yandex_uid === uid && parks.get(r.park_id)?.enabled && parks.get(r.park_id)?.project_id === projectId)?.park_id ?? record?.park_id ?? '';
+    const named = input.named.has(key);
+    if (!member && !record && !named) continue; // not ours: the call-center team's own people
     // What the call center has: the listing when there is one, else fleet-sync's settled record of what it gave.
     // A pending record means a call of fleet-sync's may have landed after the listing was taken: neither is trusted.
     const listed = record?.pending ? undefined : input.actual?.get(key);
     const has = listed ?? (record && !record.pending ? record.role_ids : undefined);
+    const frozen = member ? undefined : frozenPark(projectId, uid, record, input.rows, parks);
+    if (frozen) {
+      // A park turned off without revoke keeps what it had, and grants nothing more. A key named by an event (one
+      // committed while the park was on, read late) or by the park's last pass still loses what the park's last
+      // mapping no longer gives: a user disabled, deleted or moved before the toggle keeps no access.
+      if (!named) continue;
+      const want = frozenWant(uid, frozen, input.rows);
+      if (has !== undefined && sameRoles(has, want)) continue;
+      if (want.length > 0 && (has === undefined || !want.every((r) => has.includes(r)))) continue;
+      changes.set(uid, [...(changes.get(uid) ?? []), { projectId, uid, parkId: frozen.park_id, roleIds: want, member: false }]);
+      continue;
+    }
+    const parkId =
+      input.rows.find((r) => r.yandex_uid === uid && parks.get(r.park_id)?.enabled && parks.get(r.park_id)?.project_id === projectId)?.park_id ?? record?.park_id ?? '';
     if (has !== undefined && sameRoles(has, want)) {
       // In sync. A member fleet-sync had no record of is adopted; a record of a uid that holds nothing and is no
       // member any more is forgotten (the uid is the call-center team's again).
@@ -156,6 +166,35 @@ export function planChanges(input: {
     changes.set(uid, [...(changes.get(uid) ?? []), { projectId, uid, parkId, roleIds: want, member }]);
   }
   return { changes, adopted };
+}
+
+/**
+ * The park turned off without revoke that holds a non-member's (project, uid): the one its record names, or a park
+ * of the uid's rows mapped to the project. Undefined when no such park holds it (the ordinary rules apply).
+ */
+function frozenPark(
+  projectId: string,
+  uid: string,
+  record: GrantRecord | undefined,
+  rows: readonly UserRow[],
+  parks: Pick<ParkDirectory, 'get'>,
+): ParkSync | undefined {
+  const isFrozen = (p: ParkSync | undefined): p is ParkSync => Boolean(p && !p.enabled && !p.revoke_on_disable && p.project_id === projectId);
+  const byRecord = record ? parks.get(record.park_id) : undefined;
+  if (record && byRecord && !byRecord.enabled && !byRecord.revoke_on_disable) return byRecord;
+  if (record) return undefined;
+  for (const r of rows) {
+    const p = parks.get(r.park_id);
+    if (r.yandex_uid === uid && isFrozen(p)) return p;
+  }
+  return undefined;
+}
+
+/** What the uid's rows of a park turned off without revoke earn by the park's last mapping. */
+function frozenWant(uid: string, park: ParkSync, rows: readonly UserRow[]): string[] {
+  const asOn = { ...park, enabled: true };
+  const roles = new Set(rows.filter((r) => r.yandex_uid === uid && r.park_id === park.park_id).flatMap((r) => rolesInPark(r, asOn)));
+  return [...roles].sort();
 }
 
 export function createApplier(deps: ApplierDeps): Applier {
