@@ -105,6 +105,32 @@ describe('sink under call-center faults', () => {
     }
   });
 
+  it('a uid parked during an outage that the call center then refuses for good: its events, committed when it was parked, are dead-lettered with the uid', async () => {
+    const park = await seedPark(p.db.pool, { users: 2 });
+    await waitForProject(p, park.projectId, 'the backfill');
+    const refusedUid = `${park.parkId}-parked-refused`;
+    const dlq = await readTopics<{ after: { yandex_uid: string } }>(p.config.KAFKA_BROKERS.join(','), [deadLetterTopic(p.config.TOPIC_PREFIX)]);
+    try {
+      p.sim.setFaults({ failProjects: [park.projectId] });
+      const { rows } = await p.db.pool.query(`INSERT INTO users (park_id, yandex_uid, login, name, role_id) VALUES ($1, $2, 'bad', 'Refused', $3) RETURNING id`, [park.parkId, refusedUid, park.roles[0]]);
+      const refusedId = rows[0].id as string;
+      await p.db.pool.query(`UPDATE users SET role_id = $2 WHERE id = $1`, [refusedId, park.roles[1]]);
+      const parked = async () => (await p.db.pool.query(`SELECT jsonb_array_length(events) AS n FROM call_center_retries WHERE uid = $1`, [refusedUid])).rows[0]?.n as number | undefined;
+      await waitFor(async () => (await groupCaughtUp(p)) && (await parked()) === 2, { what: 'both events committed, kept with the parked uid' });
+      p.sim.setFaults({ failProjects: [], rejectUids: [refusedUid] });
+      const ofRefused = () => dlq.messages.filter((m) => m.key?.id === refusedId);
+      await waitFor(() => ofRefused().length >= 2, { what: 'the parked events dead-lettered', timeoutMs: 30_000 });
+      expect(ofRefused().map((m) => m.value!.after.yandex_uid)).toEqual([refusedUid, refusedUid]);
+      expect(ofRefused()[0]!.headers).toMatchObject({ 'fleet-sync.error.code': 'CALL_CENTER_REJECTED', 'fleet-sync.uid': refusedUid, 'fleet-sync.projects': park.projectId });
+      expect(ofRefused()[0]!.headers['fleet-sync.original.topic']).toBe(`${p.config.TOPIC_PREFIX}.public.users`);
+      await waitFor(async () => (await parked()) === undefined, { what: 'the refused uid forgotten once dead-lettered' });
+      expect(ofRefused()).toHaveLength(2);
+    } finally {
+      await dlq.stop();
+      p.sim.setFaults({ failProjects: [] });
+    }
+  });
+
   it('a call-center outage longer than the consumer session: the partitions keep moving, the failed uids wait parked, nothing is dead-lettered, and it converges after', async () => {
     const park = await seedPark(p.db.pool, { users: 20 });
     await waitForProject(p, park.projectId, 'the backfill');

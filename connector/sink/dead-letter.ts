@@ -2,6 +2,7 @@
 // message it cannot decode) goes to `<prefix>.callcenter.dlq` as it was, with the reason in headers.
 import type { Kafka, KafkaMessage, Producer } from 'kafkajs';
 import { fastDefaultPartitioner } from '../kafka/partitioner.js';
+import type { ParkedEvent } from '../sync/work-queue.js';
 import type { Metrics } from '../metrics.js';
 
 export interface DeadLetterReason {
@@ -10,10 +11,16 @@ export interface DeadLetterReason {
   attempts: number;
 }
 
+/** What the writer needs of a message: a consumed one, or one kept with a parked uid. */
+export type DeadMessage = Pick<KafkaMessage, 'key' | 'value' | 'headers' | 'offset'>;
+
 export interface DeadLetterWriter {
   connect(): Promise<void>;
-  /** Resolves once the dead-letter topic has the message (acks=all): only then may its offset be committed. */
-  send(message: KafkaMessage, origin: { topic: string; partition: number }, reason: DeadLetterReason): Promise<void>;
+  /**
+   * Resolves once the dead-letter topic has the message (acks=all): only then may its offset be committed. `extra`
+   * headers add what the message does not say itself (the uid and projects of a parked change).
+   */
+  send(message: DeadMessage, origin: { topic: string; partition: number }, reason: DeadLetterReason, extra?: Record<string, string>): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -25,7 +32,7 @@ export function createDeadLetterWriter(deps: { kafka: Kafka; topic: string; metr
       await p.connect();
       producer = p;
     },
-    async send(message, origin, reason) {
+    async send(message, origin, reason, extra = {}) {
       if (!producer) throw new Error('dead-letter writer used before connect()');
       const headers: Record<string, string | Buffer> = {};
       for (const [k, v] of Object.entries(message.headers ?? {})) if (v !== undefined) headers[k] = Array.isArray(v) ? String(v[0]) : (v as Buffer | string);
@@ -45,6 +52,7 @@ export function createDeadLetterWriter(deps: { kafka: Kafka; topic: string; metr
               'fleet-sync.original.partition': String(origin.partition),
               'fleet-sync.original.offset': message.offset,
               'fleet-sync.failed.at': new Date().toISOString(),
+              ...extra,
             },
           },
         ],
@@ -55,5 +63,34 @@ export function createDeadLetterWriter(deps: { kafka: Kafka; topic: string; metr
       await producer?.disconnect().catch(() => {});
       producer = null;
     },
+  };
+}
+
+/** A consumed message as it is kept with a parked uid. */
+export function parkedEvent(message: KafkaMessage, origin: { topic: string; partition: number }): ParkedEvent {
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(message.headers ?? {})) {
+    const one = Array.isArray(v) ? v[0] : v;
+    if (one !== undefined) headers[k] = Buffer.from(one).toString('base64');
+  }
+  return {
+    topic: origin.topic,
+    partition: origin.partition,
+    offset: message.offset,
+    key: message.key ? message.key.toString('base64') : null,
+    value: message.value ? message.value.toString('base64') : null,
+    headers,
+  };
+}
+
+/** A kept event as the writer sends it: its own bytes, as they were on their topic. */
+export function fromParkedEvent(event: ParkedEvent): DeadMessage {
+  const headers: Record<string, Buffer> = {};
+  for (const [k, v] of Object.entries(event.headers)) headers[k] = Buffer.from(v, 'base64');
+  return {
+    key: event.key === null ? null : Buffer.from(event.key, 'base64'),
+    value: event.value === null ? null : Buffer.from(event.value, 'base64'),
+    headers,
+    offset: event.offset,
   };
 }

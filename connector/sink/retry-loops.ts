@@ -6,13 +6,16 @@ import type pg from 'pg';
 import { isFleetSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { Applier } from '../sync/applier.js';
+import type { Applier, UidOutcome } from '../sync/applier.js';
 import type { Reconciler, SweepReason } from '../sync/reconciler.js';
-import { claimDueParkSweep, claimDueRetries, countRetries, deferParkSweep, finishParkSweep, renewParkSweep } from '../sync/work-queue.js';
+import { claimDueParkSweep, claimDueRetries, clearRetries, countRetries, deferParkSweep, finishParkSweep, renewParkSweep } from '../sync/work-queue.js';
 import { sleep } from '../time.js';
+import { fromParkedEvent, type DeadLetterWriter } from './dead-letter.js';
 
 export interface RetryLoopsDeps {
   pool: pg.Pool;
+  /** Where a parked uid's events go when the call center refuses the uid for good. */
+  deadLetters: DeadLetterWriter;
   applier: Applier;
   reconciler: Reconciler;
   log: Logger;
@@ -72,6 +75,27 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
     await sleep(Math.min(200 * 2 ** Math.min(attempt, 6), 10_000), signal);
   };
 
+  /**
+   * A parked uid the call center now refuses for good: its events (their offsets were committed when it was
+   * parked) go to the dead-letter topic, or, for a change a sweep or a replay parked, a record naming the uid;
+   * only then is it forgotten.
+   */
+  const deadLetterRefused = async (outcomes: Map<string, UidOutcome>): Promise<number> => {
+    let refused = 0;
+    for (const [uid, outcome] of outcomes) {
+      const row = outcome.refusedRetry;
+      if (!outcome.error || !row) continue;
+      refused++;
+      const reason = { code: outcome.error.code, message: outcome.error.message, attempts: row.attempts + 1 };
+      const extra = { 'fleet-sync.uid': uid, 'fleet-sync.projects': row.projects.join(',') };
+      for (const event of row.events) await deps.deadLetters.send(fromParkedEvent(event), event, reason, extra);
+      if (row.events.length === 0) await deps.deadLetters.send({ key: Buffer.from(uid), value: null, headers: {}, offset: '-1' }, { topic: '', partition: -1 }, reason, extra);
+      log.warn({ uid, code: reason.code, err: reason.message, events: row.events.length }, 'a parked uid was refused for good: dead-lettered');
+      await clearRetries(pool, [{ uid, generation: row.generation }]);
+    }
+    return refused;
+  };
+
   const retries = (async () => {
     let lastCount = 0;
     for (let attempt = 1; !signal.aborted; ) {
@@ -80,7 +104,8 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
         if (uids.length > 0) {
           const outcomes = await applier.syncUids(uids, { signal });
           const parked = [...outcomes.values()].filter((o) => o.parked).length;
-          log.info({ uids: uids.length, done: uids.length - parked, parked }, 'retried parked uids');
+          const refused = await deadLetterRefused(outcomes);
+          log.info({ uids: uids.length, done: uids.length - parked - refused, parked, refused }, 'retried parked uids');
         }
         if (Date.now() - lastCount > 1_000) {
           lastCount = Date.now();

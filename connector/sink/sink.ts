@@ -17,7 +17,7 @@ import type { Reconciler } from '../sync/reconciler.js';
 import { grantedUids, recordProgress } from '../sync/store.js';
 import { requestParkSweeps } from '../sync/work-queue.js';
 import { sleep } from '../time.js';
-import { createDeadLetterWriter } from './dead-letter.js';
+import { createDeadLetterWriter, parkedEvent } from './dead-letter.js';
 import { groupUsersBatch, type DecodedMessage } from './group.js';
 import { mergeParkEvent, startParksFollower, type ParksFollower } from './parks-follower.js';
 import { startRetryLoops, type RetryLoops } from './retry-loops.js';
@@ -102,7 +102,12 @@ export function startSink(deps: SinkDeps): SinkHandle {
     const uids = grouped.truncated ? [...new Set([...grouped.uids, ...(await grantedUids(pool))])] : grouped.uids;
     if (grouped.truncated) await requestParkSweeps(pool, parks.enabled().map((park) => ({ parkId: park.park_id, reason: 'truncate' })));
     // One pass per uid for the whole batch: the applier reads the rows as they are now, so the last state wins.
-    const outcomes = await applier.syncUids(uids, { profileChanged: grouped.profileChanged, managed: grouped.managed, signal: stopping.signal });
+    const outcomes = await applier.syncUids(uids, {
+      profileChanged: grouped.profileChanged,
+      managed: grouped.managed,
+      eventsOf: (uid) => (grouped.eventsByUid.get(uid) ?? []).map(({ message }) => parkedEvent(message, batch)),
+      signal: stopping.signal,
+    });
     const now = Date.now();
     let parked = 0;
     for (const [uid, outcome] of outcomes) {
@@ -197,6 +202,7 @@ export function startSink(deps: SinkDeps): SinkHandle {
     await untilReachable('connecting the dead-letter writer', () => deadLetters.connect());
     loops = startRetryLoops({
       pool,
+      deadLetters,
       applier,
       reconciler: deps.reconciler,
       log: deps.log,

@@ -14,7 +14,7 @@ import { desiredGrants, grantKey, profileOf, rolesInPark, sameRoles, splitGrantK
 import type { KeyedLock } from './locks.js';
 import { loadParks, type ParkDirectory } from './parks.js';
 import { grantsByUid, lockUids, recordPendingGrants, settleGrants, usersByUid, type GrantRecord, type SettledGrant } from './store.js';
-import { clearRetries, parkUids, retriesByUid, type ParkedUid, type RetryRow } from './work-queue.js';
+import { clearRetries, parkUids, retriesByUid, type ParkedEvent, type ParkedUid, type RetryRow } from './work-queue.js';
 
 export interface SyncOptions {
   /** uids whose profile changed: PUT the profile before roles. */
@@ -26,6 +26,8 @@ export interface SyncOptions {
    * (a delete, a move out, a changed uid), or the users of a park turned off with revoke.
    */
   managed?: Iterable<string>;
+  /** The events behind a uid, kept with it if it is parked (dead-lettered if the call center later refuses it for good). */
+  eventsOf?: (uid: string) => ParkedEvent[];
   signal?: AbortSignal;
 }
 
@@ -38,6 +40,11 @@ export interface UidOutcome {
   error?: FleetSyncError;
   /** The call center did not take a change for now: the uid is parked in call_center_retries and retried apart. */
   parked?: FleetSyncError;
+  /**
+   * With `error`: the uid's parked row, left in place. The retry loop dead-letters its events before it forgets
+   * it, so an event whose offset was committed when it was parked is never lost.
+   */
+  refusedRetry?: RetryRow;
 }
 
 export interface Applier {
@@ -290,7 +297,7 @@ export function createApplier(deps: ApplierDeps): Applier {
         for (const change of ordered.filter((c) => c.roleIds.length > 0)) await setRoles(change).catch(fail);
         if (outcome.parked) {
           const projects = new Set([...(namedProjects.get(uid) ?? []), ...ordered.map((c) => c.projectId)]);
-          parked.push({ uid, projects: [...projects], profile: profiles.has(uid), error: outcome.parked.message });
+          parked.push({ uid, projects: [...projects], profile: profiles.has(uid), error: outcome.parked.message, events: options.eventsOf?.(uid) ?? [] });
         }
       };
 
@@ -303,8 +310,14 @@ export function createApplier(deps: ApplierDeps): Applier {
       // Durable before the caller moves on (commits an offset, finishes a sweep): the retry loop takes it from here.
       await parkUids(pool, parked, deps.retryBackoff);
       if (parked.length > 0) log.warn({ uids: parked.length, err: parked[0]!.error }, 'call center did not take some changes: parked for a retry apart');
-      // A parked uid that is now done (or refused for good, which the caller reports) is forgotten.
-      await clearRetries(pool, retries.filter((r) => !outcomes.get(r.uid)?.parked).map((r) => ({ uid: r.uid, generation: r.generation })));
+      // A parked uid that is now done is forgotten; one refused for good stays for the retry loop to dead-letter.
+      const done: RetryRow[] = [];
+      for (const r of retries) {
+        const outcome = outcomes.get(r.uid)!;
+        if (outcome.error) outcome.refusedRetry = r;
+        else if (!outcome.parked) done.push(r);
+      }
+      await clearRetries(pool, done.map((r) => ({ uid: r.uid, generation: r.generation })));
       if (locks.lost()) {
         throw new FleetSyncError('DATABASE_UNAVAILABLE', 'the connection holding the uid locks failed: the changes are redone under new locks');
       }

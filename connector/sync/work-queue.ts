@@ -3,12 +3,25 @@
 // for them are committed; taken with leases, so a sink member that dies leaves its share to the others.
 import type pg from 'pg';
 
+/** An event as it was on its topic, kept with a parked uid: dead-lettered if the call center refuses the uid for good. */
+export interface ParkedEvent {
+  topic: string;
+  partition: number;
+  offset: string;
+  /** base64, null when absent */
+  key: string | null;
+  value: string | null;
+  headers: Record<string, string>;
+}
+
 export interface ParkedUid {
   uid: string;
   /** Projects to settle even without a row there (from the events or the revocation that asked). */
   projects: string[];
   profile: boolean;
   error: string;
+  /** The events that asked for the change (none when a sweep or a replay parked it). */
+  events: ParkedEvent[];
 }
 
 export interface RetryRow {
@@ -17,6 +30,8 @@ export interface RetryRow {
   profile: boolean;
   generation: string;
   attempts: number;
+  events: ParkedEvent[];
+  last_error: string | null;
 }
 
 /**
@@ -26,13 +41,16 @@ export interface RetryRow {
 export async function parkUids(db: pg.Pool, parked: ParkedUid[], backoff: { baseMs: number; maxDelayMs: number }): Promise<void> {
   if (parked.length === 0) return;
   await db.query(
-    `INSERT INTO call_center_retries AS r (uid, projects, profile, attempts, next_at, last_error)
+    `INSERT INTO call_center_retries AS r (uid, projects, profile, attempts, next_at, last_error, events)
      SELECT p.uid, ARRAY(SELECT jsonb_array_elements_text(p.projects)), p.profile, 1,
-            now() + make_interval(secs => $2::float8 / 1000.0 * (0.5 + random() / 2)), p.error
-     FROM jsonb_to_recordset($1::jsonb) AS p(uid text, projects jsonb, profile boolean, error text)
+            now() + make_interval(secs => $2::float8 / 1000.0 * (0.5 + random() / 2)), p.error, p.events
+     FROM jsonb_to_recordset($1::jsonb) AS p(uid text, projects jsonb, profile boolean, error text, events jsonb)
      ON CONFLICT (uid) DO UPDATE SET
        projects = ARRAY(SELECT DISTINCT x FROM unnest(r.projects || EXCLUDED.projects) AS x),
        profile = r.profile OR EXCLUDED.profile,
+       -- an event parked twice (its batch redone) is kept once
+       events = (SELECT coalesce(jsonb_agg(e ORDER BY e->>'topic', (e->>'partition')::int, (e->>'offset')::bigint), '[]'::jsonb)
+                 FROM (SELECT DISTINCT e FROM jsonb_array_elements(r.events || EXCLUDED.events) AS e) AS d),
        attempts = r.attempts + 1,
        generation = r.generation + 1,
        next_at = now() + make_interval(secs => least($3::float8, $2::float8 * power(2, least(r.attempts, 20))) / 1000.0 * (0.5 + random() / 2)),
@@ -45,7 +63,7 @@ export async function parkUids(db: pg.Pool, parked: ParkedUid[], backoff: { base
 export async function retriesByUid(db: pg.Pool, uids: string[]): Promise<RetryRow[]> {
   if (uids.length === 0) return [];
   const { rows } = await db.query<RetryRow>(
-    'SELECT uid, projects, profile, generation::text, attempts FROM call_center_retries WHERE uid = ANY($1::text[])',
+    'SELECT uid, projects, profile, generation::text, attempts, events, last_error FROM call_center_retries WHERE uid = ANY($1::text[])',
     [uids],
   );
   return rows;
