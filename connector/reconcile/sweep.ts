@@ -10,7 +10,7 @@ import type { Applier, UidOutcome } from '../sync/applier.js';
 import { grantKey, sameRoles } from '../sync/desired.js';
 import { loadParks, refreshPark, type ParkDirectory } from '../sync/parks.js';
 import type { Reconciler, SweepCounts, SweepOptions, SweepReason } from '../sync/reconciler.js';
-import { adoptGrants, grantedUids, uidsOfPark, usersOfPark } from '../sync/store.js';
+import { grantedUids, uidsOfPark, unrecordedUids, usersOfPark } from '../sync/store.js';
 
 export interface ReconcilerDeps {
   pool: pg.Pool;
@@ -139,21 +139,21 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       counts.checked += page.length;
       const { desired } = await applier.desiredFor(uids);
       const drifted: string[] = [];
-      const inSync: { uid: string; roleIds: string[] }[] = [];
+      const inSync: string[] = [];
       for (const uid of uids) {
         seen.add(uid);
         const key = grantKey(projectId, uid);
-        const want = desired.get(key) ?? [];
-        const has = actual.get(key) ?? [];
-        if (sameRoles(want, has)) {
+        if (sameRoles(desired.get(key) ?? [], actual.get(key) ?? [])) {
           counts.in_sync++;
-          inSync.push({ uid, roleIds: want });
+          inSync.push(uid);
         } else drifted.push(uid);
       }
-      // Users found holding exactly what the rules give are adopted: from now on they are managed like any other.
-      await adoptGrants(pool, projectId, parkId, inSync);
-      // Re-read and re-check under the uid lock before writing: the stream may have moved on since the listing.
-      if (drifted.length > 0) tally(counts, await applier.syncUids(drifted, { actual: pick(actual, projectId, drifted), signal: options.signal }));
+      // Users found holding exactly what the rules give, with no record yet, are adopted: from now on they are
+      // managed like any other. Like a correction, that is decided again under the uid's lock (the stream may have
+      // deleted or revoked the user since the listing, and its record must not be written back).
+      const unrecorded = new Set(await unrecordedUids(pool, projectId, inSync));
+      const toApply = [...drifted, ...inSync.filter((uid) => unrecorded.has(uid))];
+      if (toApply.length > 0) tally(counts, await applier.syncUids(toApply, { actual: pick(actual, projectId, toApply), signal: options.signal }));
       options.onProgress?.();
       if (Date.now() - lastReport > 2_000) {
         lastReport = Date.now();

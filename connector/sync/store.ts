@@ -87,20 +87,14 @@ export async function settleGrants(db: pg.Pool | pg.PoolClient, settled: Settled
   );
 }
 
-/**
- * The sweep's adoption of park users it found holding exactly what the rules give: recorded as managed (never
- * over a record the stream wrote meanwhile), so a later disable, delete or hand-made grant is repaired.
- */
-export async function adoptGrants(db: pg.Pool, projectId: string, parkId: string, found: { uid: string; roleIds: readonly string[] }[]): Promise<number> {
-  if (found.length === 0) return 0;
-  const { rowCount } = await db.query(
-    `INSERT INTO call_center_grants (project_id, uid, park_id, role_ids, pending)
-     SELECT $1, f.uid, $2, ARRAY(SELECT jsonb_array_elements_text(f.role_ids)), false
-     FROM jsonb_to_recordset($3::jsonb) AS f(uid text, role_ids jsonb)
-     ON CONFLICT (project_id, uid) DO NOTHING`,
-    [projectId, parkId, JSON.stringify(found.map((f) => ({ uid: f.uid, role_ids: f.roleIds })))],
+/** Of these uids, those fleet-sync holds no record of in the project: the sweep's candidates for adoption. */
+export async function unrecordedUids(db: pg.Pool, projectId: string, uids: string[]): Promise<string[]> {
+  if (uids.length === 0) return [];
+  const { rows } = await db.query<{ uid: string }>(
+    `SELECT u AS uid FROM unnest($2::text[]) AS u WHERE NOT EXISTS (SELECT 1 FROM call_center_grants g WHERE g.project_id = $1 AND g.uid = u)`,
+    [projectId, uids],
   );
-  return rowCount ?? 0;
+  return rows.map((r) => r.uid);
 }
 
 /** Every uid with a yandex_uid among a park's rows: whom a park off with revoke takes access from. */
