@@ -35,6 +35,7 @@ export interface RetryLoops {
 
 const RETRY_BATCH = 500;
 const RETRY_LEASE_MS = 15_000;
+const RETRY_LOCK_CHUNK = 32;
 // A sweep's lease is renewed while it runs (a large park's backfill takes minutes), and runs out soon after a
 // sink member dies with it.
 const SWEEP_LEASE_MS = 60_000;
@@ -102,7 +103,9 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
       try {
         const uids = await claimDueRetries(pool, RETRY_BATCH, RETRY_LEASE_MS);
         if (uids.length > 0) {
-          const outcomes = await applier.syncUids(uids, { signal });
+          // Small chunks: a uid's lock is held while its calls are tried, and a stream batch touching one of these
+          // uids waits for its chunk, not for a whole round of a project that is still down.
+          const outcomes = await applier.syncUids(uids, { lockChunk: RETRY_LOCK_CHUNK, signal });
           const parked = [...outcomes.values()].filter((o) => o.parked).length;
           const refused = await deadLetterRefused(outcomes);
           log.info({ uids: uids.length, done: uids.length - parked - refused, parked, refused }, 'retried parked uids');

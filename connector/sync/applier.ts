@@ -28,6 +28,8 @@ export interface SyncOptions {
   managed?: Iterable<string>;
   /** The events behind a uid, kept with it if it is parked (dead-lettered if the call center later refuses it for good). */
   eventsOf?: (uid: string) => ParkedEvent[];
+  /** uids locked and applied at once for this call, when fewer than the applier's own chunk (ApplierDeps.lockChunk). */
+  lockChunk?: number;
   signal?: AbortSignal;
 }
 
@@ -336,7 +338,7 @@ export function createApplier(deps: ApplierDeps): Applier {
       // processes (advisory locks: another sink member, the sweep, a replay). A stale read applied after a fresh
       // one would undo it. Chunks bound the locks held at once; each chunk is released before the next is taken,
       // so two callers never wait on each other in a cycle.
-      for (const chunk of chunks(uids, lockChunk)) {
+      for (const chunk of chunks(uids, Math.min(lockChunk, options.lockChunk ?? lockChunk))) {
         await deps.locks.withKeys(chunk, () => syncChunk(chunk, named, outcomes, options));
       }
       return outcomes;
