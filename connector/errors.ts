@@ -9,6 +9,7 @@ export const ERRORS = {
   REPLICATION_FAILED: { retriable: true, status: 503 },
   KAFKA_UNAVAILABLE: { retriable: true, status: 503 },
   SOURCE_FENCED: { retriable: false, status: 503 },
+  KAFKA_NOT_AUTHORIZED: { retriable: false, status: 503 },
   CALL_CENTER_TRANSIENT: { retriable: true, status: 503 },
   CALL_CENTER_REJECTED: { retriable: false, status: 502 },
   CALL_CENTER_USER_MISSING: { retriable: true, status: 502 },

@@ -104,15 +104,20 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
     return p;
   };
 
-  /** Another source with this slot's transactional id took over: this one must stop, not fight it. */
-  const fenced = (e: unknown): boolean => {
+  /** The Kafka error types along an error's causes. */
+  const kafkaTypes = (e: unknown): string[] => {
+    const types: string[] = [];
     for (let c: unknown = e; c; c = (c as { cause?: unknown; originalError?: unknown }).cause ?? (c as { originalError?: unknown }).originalError) {
       const type = (c as { type?: string }).type;
-      if (type === 'INVALID_PRODUCER_EPOCH' || type === 'PRODUCER_FENCED' || type === 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED') return true;
+      if (type) types.push(type);
       if (c === (c as { cause?: unknown }).cause) break;
     }
-    return false;
+    return types;
   };
+  /** Another source with this slot's transactional id took over: this one must stop, not fight it. */
+  const fenced = (e: unknown) => kafkaTypes(e).some((t) => t === 'INVALID_PRODUCER_EPOCH' || t === 'PRODUCER_FENCED');
+  /** The broker refuses this principal (its transactional id, a topic, the cluster): no retry mends that. */
+  const refused = (e: unknown) => kafkaTypes(e).find((t) => t.endsWith('_AUTHORIZATION_FAILED'));
 
   const dropProducer = async () => {
     // The producer may be wedged after a broker outage: start a fresh one (which fences its own past) for the retry.
@@ -202,6 +207,8 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
         }
       } catch (e) {
         await dropProducer();
+        const denied = refused(e);
+        if (denied) throw new FleetSyncError('KAFKA_NOT_AUTHORIZED', `Kafka refused the source's producer (${denied}): grant its principal access`, { cause: e });
         if (exactlyOnce && fenced(e)) {
           throw new FleetSyncError('SOURCE_FENCED', `another source took over slot ${config.CDC_SLOT} (Kafka fenced this producer)`, { cause: e });
         }
