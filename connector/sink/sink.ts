@@ -65,9 +65,10 @@ export function startSink(deps: SinkDeps): SinkHandle {
 
   /**
    * Decodes a batch; a message that cannot be decoded (an unknown schema, corrupt bytes) is dead-lettered with the
-   * reason and left out, so it never holds its partition.
+   * reason and left out, so it never holds its partition. `sent` holds the offsets this batch already dead-lettered:
+   * a batch redone after a failure does not send them twice.
    */
-  const decodeBatch = async ({ batch }: EachBatchPayload): Promise<DecodedMessage<KafkaMessage>[]> => {
+  const decodeBatch = async ({ batch }: EachBatchPayload, sent: Set<string>): Promise<DecodedMessage<KafkaMessage>[]> => {
     const out: DecodedMessage<KafkaMessage>[] = [];
     for (const message of batch.messages) {
       if (!message.value) {
@@ -77,9 +78,11 @@ export function startSink(deps: SinkDeps): SinkHandle {
       try {
         out.push({ message, env: registry.decode<DecodedEnvelope>(message.value).value });
       } catch (e) {
+        if (sent.has(message.offset)) continue;
         const code = isFleetSyncError(e) ? e.code : 'EVENT_UNDECODABLE';
         log.error({ topic: batch.topic, partition: batch.partition, offset: message.offset, code, err: (e as Error).message }, 'an event cannot be decoded: dead-lettered');
         await deadLetters.send(message, batch, { code, message: (e as Error).message, attempts: 1 });
+        sent.add(message.offset);
       }
     }
     return out;
@@ -91,9 +94,9 @@ export function startSink(deps: SinkDeps): SinkHandle {
     if (unknown.length > 0) await loadParks(pool, parks, unknown);
   };
 
-  const handleUsers = async (payload: EachBatchPayload) => {
+  const handleUsers = async (payload: EachBatchPayload, sent: Set<string>) => {
     const { batch } = payload;
-    const decoded = await decodeBatch(payload);
+    const decoded = await decodeBatch(payload, sent);
     await learnUnknownParks(decoded.flatMap(({ env }) => [env?.before?.park_id, env?.after?.park_id].filter((p): p is string => typeof p === 'string')));
     const grouped = groupUsersBatch(decoded, (id) => parks.get(id));
     if (grouped.skippedNoUid > 0) metrics.skippedNoUid.inc(grouped.skippedNoUid);
@@ -115,7 +118,9 @@ export function startSink(deps: SinkDeps): SinkHandle {
       if (outcome.error) {
         const e = outcome.error;
         for (const { message, env } of events) {
+          if (sent.has(message.offset)) continue;
           await deadLetters.send(message, batch, { code: e.code, message: e.message, attempts: Number(e.details?.attempts ?? 1) });
+          sent.add(message.offset);
           const parkId = String((env?.after ?? env?.before)?.park_id ?? '');
           const progress = grouped.progress.get(parkId);
           if (progress) progress.deadLettered++;
@@ -132,9 +137,9 @@ export function startSink(deps: SinkDeps): SinkHandle {
     await recordProgress(pool, [...grouped.progress.values()]);
   };
 
-  const handleParks = async (payload: EachBatchPayload) => {
+  const handleParks = async (payload: EachBatchPayload, sent: Set<string>) => {
     const touched = new Set<string>();
-    for (const { env } of await decodeBatch(payload)) {
+    for (const { env } of await decodeBatch(payload, sent)) {
       if (!env) continue;
       mergeParkEvent(parks, env);
       if (env.op === 't') for (const p of parks.all()) touched.add(p.park_id);
@@ -153,12 +158,14 @@ export function startSink(deps: SinkDeps): SinkHandle {
   /** Runs one batch until it is done: a failure (the database unreachable, Kafka) is retried; nothing is skipped. */
   const processBatch = async (payload: EachBatchPayload) => {
     const { batch } = payload;
+    // Offsets of this batch already in the dead-letter topic: a redone batch does not send them again.
+    const sent = new Set<string>();
     for (let attempt = 1; ; attempt++) {
       try {
-        if (batch.topic === topics.users) await handleUsers(payload);
-        else if (batch.topic === topics.parks) await handleParks(payload);
+        if (batch.topic === topics.users) await handleUsers(payload, sent);
+        else if (batch.topic === topics.parks) await handleParks(payload, sent);
         // roles: a deleted role reaches its users as their own change (the foreign key sets role_id to null).
-        else await decodeBatch(payload);
+        else await decodeBatch(payload, sent);
         return true;
       } catch (e) {
         if (stopping.signal.aborted || !payload.isRunning() || payload.isStale()) return false; // uncommitted: replayed
