@@ -19,6 +19,10 @@ const registry = loadSchemaRegistry();
 
 export interface TopicReader<T = Record<string, unknown>> {
   messages: ReadMessage<T>[];
+  /** What the reader ran into (crashes, group troubles), to explain a wait that timed out. */
+  trouble: string[];
+  /** Per topic-partition: the messages read, the next offset to read and the partition's high watermark. */
+  progress(): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -35,6 +39,9 @@ export async function readTopics<T = Record<string, unknown>>(brokers: string, t
   await consumer.connect();
   await consumer.subscribe({ topics, fromBeginning: true });
   const messages: ReadMessage<T>[] = [];
+  const trouble: string[] = [];
+  consumer.on(consumer.events.CRASH, (e) => void trouble.push(`crash (restart ${e.payload.restart}): ${e.payload.error.message}`));
+  consumer.on(consumer.events.GROUP_JOIN, () => void trouble.push('joined the group'));
   await consumer.run({
     eachBatch: async ({ batch }) => {
       for (const m of batch.messages) {
@@ -53,5 +60,21 @@ export async function readTopics<T = Record<string, unknown>>(brokers: string, t
       }
     },
   });
-  return { messages, stop: () => consumer.disconnect() };
+  const progress = async () => {
+    const probe = kafka.admin();
+    await probe.connect();
+    try {
+      const lines: string[] = [];
+      for (const topic of topics) {
+        for (const o of await probe.fetchTopicOffsets(topic)) {
+          const read = messages.filter((m) => m.topic === topic && m.partition === o.partition);
+          lines.push(`${topic}[${o.partition}]: read ${read.length}, last offset read ${read.at(-1)?.offset ?? '-'}, high watermark ${o.high}`);
+        }
+      }
+      return `${lines.join('; ')}; reader: ${trouble.join(', ') || 'no trouble'}`;
+    } finally {
+      await probe.disconnect();
+    }
+  };
+  return { messages, trouble, progress, stop: () => consumer.disconnect() };
 }

@@ -133,7 +133,9 @@ describe('recovery from a Kafka broker killed with -9 under write load', () => {
     const reader = await readTopics<{ op: string; after: { id: string } | null }>(p.config.KAFKA_BROKERS.join(','), [topicFor(p.config.TOPIC_PREFIX, 'users')]);
     try {
       const inserts = () => reader.messages.filter((m) => m.value?.op === 'c').map((m) => m.value!.after!.id);
-      await waitFor(() => new Set(inserts()).size >= committed.length, { what: 'every committed insert in Kafka', timeoutMs: 60_000 });
+      await waitFor(() => new Set(inserts()).size >= committed.length, { what: 'every committed insert in Kafka', timeoutMs: 120_000 }).catch(async (e: Error) => {
+        throw new Error(`${e.message}; ${new Set(inserts()).size} of ${committed.length} read; ${await reader.progress()}`);
+      });
       const counts = new Map<string, number>();
       for (const id of inserts()) counts.set(id, (counts.get(id) ?? 0) + 1);
       expect(committed.filter((id) => !counts.has(id))).toEqual([]);

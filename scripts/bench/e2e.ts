@@ -1,6 +1,7 @@
-// npm run bench:e2e [-- --seconds 15 --rate 200 --applies 20000 --sweep-users 100000]
+// npm run bench:e2e [-- --seconds 15 --rate 200 --applies 20000 --sweep-users 100000 --swept-users 20000]
 // Source and sink run as their own processes against an in-process call-center simulator.
-// 1. commit → applied latency (simulator stored the role set) at a fixed rate, simulator at 0 ms and at 20 ms;
+// 1. commit → applied latency (simulator stored the role set) at a fixed rate, simulator at 0 ms and at 20 ms, and at
+//    20 ms while the sink's interval sweep runs every 5 s over the syncing parks (one more of --swept-users users);
 // 2. sink throughput: a backlog of role changes for distinct users, applies/s against a 0 ms simulator;
 // 3. one sweep of an in-sync park of N users: time, and the calls it made (no writes expected).
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -20,12 +21,15 @@ const { values: args } = parseArgs({
     rate: { type: 'string', default: '200' },
     applies: { type: 'string', default: '20000' },
     'sweep-users': { type: 'string', default: '100000' },
+    'swept-users': { type: 'string', default: '20000' },
   },
 });
 const SECONDS = Number(args.seconds);
 const RATE = Number(args.rate);
 const APPLIES = Number(args.applies);
 const SWEEP_USERS = Number(args['sweep-users']);
+const SWEPT_USERS = Number(args['swept-users']);
+const SWEEP_INTERVAL_S = 5;
 const BIN = fileURLToPath(new URL('../../bin/fleet-sync.js', import.meta.url));
 const TOKEN = 'bench-token';
 
@@ -63,7 +67,8 @@ const env = {
 const config = loadConfig(env);
 // BENCH_CPU_PROF=<dir> writes a V8 CPU profile of each stage process there, to see where the time goes.
 const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-const spawnStage = (command: string): ChildProcess => spawn(process.execPath, [...profile, BIN, command], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+const spawnStage = (command: string, extraEnv: Record<string, string> = {}): ChildProcess =>
+  spawn(process.execPath, [...profile, BIN, command], { env: { ...env, ...extraEnv }, stdio: ['ignore', 'inherit', 'inherit'] });
 const stopStage = async (child: ChildProcess) => {
   child.kill('SIGTERM');
   if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
@@ -84,8 +89,23 @@ try {
   const source = spawnStage('source');
   let sink = spawnStage('sink');
 
-  // 1. Latency: each tick commits one change — a new user, or a role flip of an earlier one.
-  for (const latencyMs of [0, 20]) {
+  // 1. Latency: each tick commits one change — a new user, or a role flip of an earlier one. The last run has the
+  // sink sweep every syncing park every 5 s meanwhile, one of them a park of SWEPT_USERS users in sync.
+  for (const [latencyMs, sweeping] of [[0, false], [20, false], [20, true]] as const) {
+    if (sweeping) {
+      await pool.query(`INSERT INTO parks (id, name) VALUES ('p3', 'Swept meanwhile')`);
+      await pool.query(`INSERT INTO roles (id, park_id, name) VALUES ('r4', 'p3', 'Dispatcher')`);
+      await pool.query(`INSERT INTO users (park_id, yandex_uid, login, name, role_id) SELECT 'p3', 'sd-' || g, 'l', 'n', 'r4' FROM generate_series(1, $1::int) g`, [SWEPT_USERS]);
+      for (let g = 1; g <= SWEPT_USERS; g++) {
+        sim.putUserByHand(`sd-${g}`, { login: 'l', name: 'n' });
+        sim.setRolesByHand('proj-3', `sd-${g}`, ['cc-op']);
+      }
+      await pool.query(`INSERT INTO call_center_parks (park_id, project_id, role_map, enabled) VALUES ('p3', 'proj-3', '{"r4":"cc-op"}', true)`);
+      await stopStage(sink);
+      sink = spawnStage('sink', { RECONCILE_INTERVAL_S: String(SWEEP_INTERVAL_S) });
+      // The park's backfill adopts its users; the interval sweeps after it find everything in sync.
+      await until(async () => (await pool.query(`SELECT 1 FROM reconcile_runs WHERE park_id = 'p3' AND reason = 'park_on' AND finished_at IS NOT NULL`)).rowCount === 1, 'the swept park to be backfilled');
+    }
     sim.setFaults({ latencyMs });
     latencies.length = 0;
     const warmUp = `warm-up-${latencyMs}`;
@@ -114,10 +134,22 @@ try {
     }
     await until(() => waiting.size === 0, 'every change to be applied');
     const sorted = [...latencies].sort((a, b) => a - b);
+    let sweeps = '';
+    if (sweeping) {
+      const { rows } = await pool.query<{ n: number; ms: number }>(
+        `SELECT count(*)::int AS n, coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at) * 1000), 0)::float8 AS ms
+         FROM reconcile_runs WHERE reason = 'interval' AND finished_at > now() - make_interval(secs => $1::float8)`,
+        [SECONDS + 5],
+      );
+      sweeps = `, ${rows[0]!.n} park sweeps meanwhile (median ${fmt(rows[0]!.ms)} ms each; ${fmt(SWEPT_USERS)}-user park among them)`;
+    }
     summary.push(
-      `  commit -> applied at ${RATE} changes/s for ${SECONDS} s, simulator +${latencyMs} ms (${fmt(sorted.length)} changes): p50 ${fmt(percentile(sorted, 50), 1)} ms, p99 ${fmt(percentile(sorted, 99), 1)} ms, max ${fmt(sorted.at(-1)!, 1)} ms (target p99 <= 500)`,
+      `  commit -> applied at ${RATE} changes/s for ${SECONDS} s, simulator +${latencyMs} ms${sweeping ? `, sweep every ${SWEEP_INTERVAL_S} s` : ''} (${fmt(sorted.length)} changes): p50 ${fmt(percentile(sorted, 50), 1)} ms, p99 ${fmt(percentile(sorted, 99), 1)} ms, max ${fmt(sorted.at(-1)!, 1)} ms (target p99 <= ${sweeping ? 250 : 500})${sweeps}`,
     );
   }
+  // The throughput run below measures the stream alone: a sink without the 5 s sweep.
+  await stopStage(sink);
+  sink = spawnStage('sink');
 
   // 2. Throughput: APPLIES users granted, the sink stopped, one role flip each, the sink started.
   sim.setFaults({ latencyMs: 0 });
