@@ -67,8 +67,12 @@ const env = {
 const config = loadConfig(env);
 // BENCH_CPU_PROF=<dir> writes a V8 CPU profile of each stage process there, to see where the time goes.
 const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-const spawnStage = (command: string, extraEnv: Record<string, string> = {}): ChildProcess =>
-  spawn(process.execPath, [...profile, BIN, command], { env: { ...env, ...extraEnv }, stdio: ['ignore', 'inherit', 'inherit'] });
+const stages = new Set<ChildProcess>();
+const spawnStage = (command: string, extraEnv: Record<string, string> = {}): ChildProcess => {
+  const child = spawn(process.execPath, [...profile, BIN, command], { env: { ...env, ...extraEnv }, stdio: ['ignore', 'inherit', 'inherit'] });
+  stages.add(child);
+  return child;
+};
 const stopStage = async (child: ChildProcess) => {
   child.kill('SIGTERM');
   if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
@@ -108,7 +112,7 @@ try {
     }
     sim.setFaults({ latencyMs });
     latencies.length = 0;
-    const warmUp = `warm-up-${latencyMs}`;
+    const warmUp = `warm-up-${latencyMs}${sweeping ? '-swept' : ''}`;
     await pool.query(`INSERT INTO users (park_id, yandex_uid, login, name, role_id) VALUES ('p1', $1, 'w', 'W', 'r1')`, [warmUp]);
     await until(() => sim.rolesOf('proj-1', warmUp).length > 0, 'the pipeline to warm up', 120_000);
     const uids: string[] = [];
@@ -118,7 +122,7 @@ try {
       const wait = t0 + (i * 1000) / RATE - performance.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       if (i % 2 === 0 || uids.length === 0) {
-        const uid = `lat-${latencyMs}-${i}`;
+        const uid = `lat-${latencyMs}${sweeping ? '-swept' : ''}-${i}`;
         await pool.query(`INSERT INTO users (park_id, yandex_uid, login, name, role_id) VALUES ('p1', $1, 'l', 'n', 'r1')`, [uid]);
         waiting.set(uid, { roles: 'cc-op', committedAt: performance.now() });
         uids.push(uid);
@@ -194,6 +198,8 @@ try {
   console.error('bench:e2e failed:', e);
   process.exitCode = 1;
 } finally {
+  // A run that failed half-way must not leave its stages running against a dropped simulator.
+  for (const child of stages) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   await sim.stop();
   await pool.end();
   await db.drop().catch((e: Error) => console.error(`could not drop ${dbName}: ${e.message}`));
