@@ -1,4 +1,5 @@
 // Runs the sweep of every syncing park on an interval inside a long-running process.
+import { setMaxListeners } from 'node:events';
 import type { Logger } from '../log.js';
 import { sleep } from '../time.js';
 import type { Reconciler } from '../sync/reconciler.js';
@@ -11,6 +12,8 @@ export interface SweepLoop {
 export function startSweepLoop(deps: { reconciler: Reconciler; intervalS: number; log: Logger; immediately?: boolean }): SweepLoop {
   const log = deps.log.child({ module: 'reconcile' });
   const stopping = new AbortController();
+  // Every call a sweep makes (up to SINK_MAX_IN_FLIGHT_USERS at once) listens to this signal.
+  setMaxListeners(0, stopping.signal);
   const done = (async () => {
     if (!deps.immediately) await sleep(deps.intervalS * 1000, stopping.signal);
     while (!stopping.signal.aborted) {

@@ -12,9 +12,9 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { desiredGrants, grantKey, profileOf, rolesInPark, sameRoles, splitGrantKey, type ParkSync, type UserRow } from './desired.js';
 import type { KeyedLock } from './locks.js';
-import { loadParks, type ParkDirectory } from './parks.js';
-import { grantsByUid, lockUids, recordPendingGrants, settleGrants, usersByUid, type GrantRecord, type SettledGrant } from './store.js';
-import { clearRetries, parkUids, retriesByUid, type ParkedEvent, type ParkedUid, type RetryRow } from './work-queue.js';
+import { mergeParkRows, type ParkDirectory } from './parks.js';
+import { lockUids, recordPendingGrants, settleGrants, uidState, usersByUid, type GrantRecord, type SettledGrant } from './store.js';
+import { clearRetries, parkUids, type ParkedEvent, type ParkedUid, type RetryRow } from './work-queue.js';
 
 export interface SyncOptions {
   /** uids whose profile changed: PUT the profile before roles. */
@@ -217,10 +217,10 @@ export function createApplier(deps: ApplierDeps): Applier {
   };
 
   const plan = async (uids: string[], named: ReadonlySet<string>, options: SyncOptions): Promise<Plan> => {
-    const [rows, records, retries] = await Promise.all([usersByUid(pool, uids), grantsByUid(pool, uids), retriesByUid(pool, uids)]);
+    const { rows, records, retries, parkRows, parkIds } = await uidState(pool, uids);
     // The parks as the table has them now: the call_center_parks topic may not have reached the directory yet,
     // and a user's change committed after its park's must be judged by the park's new state.
-    await loadParks(pool, parks, [...new Set([...rows.map((r) => r.park_id), ...records.map((g) => g.park_id)])]);
+    mergeParkRows(parks, parkRows, parkIds);
     const desired = desiredGrants(rows, (id) => parks.get(id));
     const namedProjects = new Map<string, Set<string>>();
     const allNamed = new Set<string>();

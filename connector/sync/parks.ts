@@ -57,6 +57,11 @@ export async function loadParks(pool: pg.Pool, parks: ParkDirectory, ids?: strin
   const { rows } = ids
     ? await pool.query('SELECT * FROM call_center_parks WHERE park_id = ANY($1::text[])', [ids])
     : await pool.query('SELECT * FROM call_center_parks');
+  mergeParkRows(parks, rows, ids);
+}
+
+/** Merges call_center_parks rows read for `ids` (all parks when absent) into the directory, as loadParks does. */
+export function mergeParkRows(parks: ParkDirectory, rows: Record<string, unknown>[], ids?: string[]): void {
   for (const row of rows) parks.merge(parkFromRow(row));
   const found = new Set(rows.map((r) => String(r.park_id)));
   for (const id of ids ?? []) {

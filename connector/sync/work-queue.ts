@@ -60,15 +60,6 @@ export async function parkUids(db: pg.Pool, parked: ParkedUid[], backoff: { base
   );
 }
 
-export async function retriesByUid(db: pg.Pool, uids: string[]): Promise<RetryRow[]> {
-  if (uids.length === 0) return [];
-  const { rows } = await db.query<RetryRow>(
-    'SELECT uid, projects, profile, generation::text, attempts, events, last_error FROM call_center_retries WHERE uid = ANY($1::text[])',
-    [uids],
-  );
-  return rows;
-}
-
 /** Forgets parked uids that are now done: only the generation that was read, never a parking made since. */
 export async function clearRetries(db: pg.Pool, done: { uid: string; generation: string }[]): Promise<void> {
   if (done.length === 0) return;
