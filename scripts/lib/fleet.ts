@@ -2,6 +2,7 @@
 // some sharing a yandex_uid across parks, some yandex-team, some without a uid, some disabled; and the live changes
 // a dispatcher makes (new users, role changes, disables, moves between parks).
 import type pg from 'pg';
+import type { UserRow } from '../../connector/sync/desired.js';
 
 export interface Park {
   id: string;
@@ -10,17 +11,8 @@ export interface Park {
   weight: number;
 }
 
-export interface FleetUser {
-  park_id: string;
-  yandex_uid: string | null;
-  login: string;
-  name: string;
-  phone: string | null;
-  email: string | null;
-  role_id: string | null;
-  is_enabled: boolean;
-  is_yandex_team: boolean;
-}
+/** A user row as the demo writes it: the database gives it its id. */
+export type FleetUser = Omit<UserRow, 'id'>;
 
 export const PARKS: Park[] = [
   { id: 'msk-north', name: 'Moscow North Taxi', weight: 0.3 },
