@@ -46,9 +46,14 @@ export const configSchema = z.object({
   CDC_SLOT: identifier.default('fleet_sync').describe('logical replication slot of the source (created when missing)'),
   CDC_PUBLICATION: identifier.default('fleet_sync').describe('publication of the captured tables (created when missing)'),
   CDC_HEARTBEAT_INTERVAL_MS: positiveInt.default(10_000).describe('while the captured tables are idle, a heartbeat travels the stream this often (ms) so the slot still advances'),
-  // kafkajs groups a request's records per partition by copying the list for each record (quadratic): past a few
-  // thousand events a batch costs more CPU per event than the extra round trips it saves.
-  CDC_MAX_BATCH_EVENTS: positiveInt.default(2_000).describe('most change events in one Kafka batch (one transaction when exactly-once)'),
+  // Each transaction costs the broker five requests and a marker per partition: bigger batches drain a backlog
+  // faster (bench:source, 8,000 against 2,000: 1.3× the changes/s) for ~15 MB more peak RSS.
+  CDC_MAX_BATCH_EVENTS: positiveInt.default(8_000).describe('most change events in one Kafka batch (one transaction when exactly-once)'),
+  // The broker refuses a partition's record batch over its message.max.bytes (1 MiB by default): a batch whose
+  // records all land on one partition must stay under it, or it would be refused on every retry.
+  CDC_MAX_BATCH_BYTES: positiveInt
+    .default(900_000)
+    .describe("most bytes of records (keys and values) in one Kafka batch; keep it under the broker's message.max.bytes"),
   // Ten batches of lookahead: more buys no throughput and costs memory (peak RSS through a 1M burst).
   CDC_MAX_PENDING_EVENTS: positiveInt.default(20_000).describe('most decoded events waiting for Kafka; beyond, the replication stream is paused'),
   CDC_LINGER_MS: z.coerce.number().int().min(0).default(5).describe('how long (ms) the source waits for more events before sending a batch that is not full'),

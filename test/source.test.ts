@@ -143,3 +143,39 @@ describe('source: snapshot then stream', () => {
     expect(since.map((m) => [m.key?.id, m.value?.op])).toEqual([[u, 'c']]);
   });
 });
+
+describe('source: a burst bigger than what the broker takes in one record batch', () => {
+  let db: TestDatabase;
+  let source: SourceHandle | undefined;
+  let reader: TopicReader<Envelope> | undefined;
+  afterAll(async () => {
+    await source?.stop();
+    await reader?.stop();
+    await db?.drop();
+  });
+
+  it('reaches a one-partition topic whole and in order, in batches under the broker limit', async () => {
+    db = await createTestDatabase();
+    // One partition: every record of a batch lands in one record batch, which the broker refuses over 1 MiB.
+    const config = testConfig(db, { TOPIC_PARTITIONS: '1' });
+    await db.pool.query(`INSERT INTO parks (id, name) VALUES ('p1', 'Park 1')`);
+    source = startSource({ config, log: testLogger(), metrics: createMetrics({ defaultMetrics: false }) });
+    // The source creates its topics before it streams: read only then, so the topic is the source's.
+    await waitFor(async () => (await db.pool.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active`, [config.CDC_SLOT])).rowCount === 1, {
+      what: 'the slot to stream',
+    });
+    reader = await readTopics<Envelope>(config.KAFKA_BROKERS.join(','), [topicFor(config.TOPIC_PREFIX, 'users')]);
+    // 3,000 rows of ~1.4 KB in one transaction: ~4 MB of records, fewer events than one batch may hold.
+    const logins = Array.from({ length: 3_000 }, (_, i) => `burst-${i}`);
+    await db.pool.query(`INSERT INTO users (park_id, login, name) SELECT 'p1', l, $2 FROM unnest($1::text[]) WITH ORDINALITY AS t(l, n) ORDER BY n`, [
+      logins,
+      randomBytes(1_000).toString('base64'),
+    ]);
+    const inserts = await waitFor(() => {
+      const list = reader!.messages.filter((m) => m.value?.op === 'c');
+      return list.length >= logins.length ? list : null;
+    }, { what: '3,000 inserts in Kafka', timeoutMs: 60_000 });
+    expect(new Set(inserts.map((m) => m.partition))).toEqual(new Set([0]));
+    expect(inserts.map((m) => m.value!.after!.login)).toEqual(logins);
+  });
+});

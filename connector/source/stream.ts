@@ -28,8 +28,15 @@ export interface StreamDeps {
 }
 
 type Item =
-  | { kind: 'event'; table: CapturedTable; op: string; records: ChangeRecord[]; position: StreamPosition }
+  | { kind: 'event'; table: CapturedTable; op: string; records: ChangeRecord[]; bytes: number; position: StreamPosition }
   | { kind: 'checkpoint'; lsn: bigint };
+
+/** A batch's share of the broker's size limit: keys, values and each record's framing (length, attributes, deltas). */
+function recordBytes(records: readonly ChangeRecord[]): number {
+  let n = 0;
+  for (const r of records) n += r.key.length + (r.value?.length ?? 0) + 24;
+  return n;
+}
 
 /**
  * Streams until `stop` aborts (then flushes what was decoded, confirms it, and resolves) or the replication
@@ -40,6 +47,7 @@ export async function streamChanges(deps: StreamDeps, stop: AbortSignal, giveUp:
   const { config, metrics, registry, publisher, partitions } = deps;
   const log = deps.log.child({ module: 'stream', slot: config.CDC_SLOT });
   const maxBatch = config.CDC_MAX_BATCH_EVENTS;
+  const maxBatchBytes = config.CDC_MAX_BATCH_BYTES;
   const maxPending = config.CDC_MAX_PENDING_EVENTS;
 
   const { rows } = await deps.pool.query<{ lsn: string | null }>(
@@ -107,7 +115,8 @@ export async function streamChanges(deps: StreamDeps, stop: AbortSignal, giveUp:
             skipThrough = null;
           }
           const e = item.event;
-          queue.push({ kind: 'event', table: e.table, op: e.op, records: toRecords(e, registry, config.TOPIC_PREFIX, partitions), position: item.position });
+          const records = toRecords(e, registry, config.TOPIC_PREFIX, partitions);
+          queue.push({ kind: 'event', table: e.table, op: e.op, records, bytes: recordBytes(records), position: item.position });
           queuedEvents++;
         }
       }
@@ -133,15 +142,17 @@ export async function streamChanges(deps: StreamDeps, stop: AbortSignal, giveUp:
       }
       if (queuedEvents < maxBatch && config.CDC_LINGER_MS > 0 && !intakeClosed) await sleep(config.CDC_LINGER_MS);
       let events = 0;
+      let bytes = 0;
       let taken = 0;
       let checkpoint: bigint | null = null;
       let last: StreamPosition | null = null;
       for (; taken < queue.length; taken++) {
         const item = queue[taken]!;
         if (item.kind === 'checkpoint') checkpoint = item.lsn;
-        else if (events === maxBatch) break;
+        else if (events === maxBatch || (events > 0 && bytes + item.bytes > maxBatchBytes)) break;
         else {
           events++;
+          bytes += item.bytes;
           last = item.position;
         }
       }
