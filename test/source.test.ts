@@ -57,11 +57,15 @@ describe('source: snapshot then stream', () => {
     await db?.drop();
   });
 
-  it('publishes every existing row as a snapshot read (op r) equal to the row', async () => {
-    const snapshot = await waitFor(() => {
+  /** The snapshot's six reads: once they are in Kafka, the slot exists and every later change streams. */
+  const snapshotReads = () =>
+    waitFor(() => {
       const reads = reader.messages.filter((m) => m.value?.op === 'r');
       return reads.length === 6 ? reads : null;
     }, { what: 'six snapshot reads' });
+
+  it('publishes every existing row as a snapshot read (op r) equal to the row', async () => {
+    const snapshot = await snapshotReads();
     for (const m of snapshot) {
       const table = m.value!.source.table as CapturedTable;
       expect(m.value!.source.snapshot).toBe(true);
@@ -73,6 +77,7 @@ describe('source: snapshot then stream', () => {
   });
 
   it('then streams inserts, updates (park and role changes), deletes with tombstones and truncates, in commit order per key', async () => {
+    await snapshotReads();
     const u3 = randomUUID();
     const u1 = '00000000-0000-0000-0000-000000000001';
     const u2 = '00000000-0000-0000-0000-000000000002';
@@ -81,6 +86,8 @@ describe('source: snapshot then stream', () => {
     await change(`UPDATE users SET role_id = 'r2' WHERE id = $1`, [u1], 'users', 'u', u1);
     await change(`UPDATE users SET park_id = 'p2', role_id = 'r3' WHERE id = $1`, [u1], 'users', 'u', u1);
     await change(`UPDATE users SET name = $2 WHERE id = $1`, [u2, longName], 'users', 'u', u2);
+    // Text as stored, whatever its script, to the byte: a leading byte-order mark too, as a query returns it.
+    await change(`UPDATE users SET name = $2 WHERE id = $1`, [u1, '\uFEFFАнна Ёлкина 🚕 東京 é'], 'users', 'u', u1);
     await change(`UPDATE users SET is_enabled = false WHERE id = $1`, [u2], 'users', 'u', u2);
     await change(`UPDATE roles SET name = 'Senior dispatcher' WHERE id = 'r2'`, [], 'roles', 'u', 'r2');
     await change(`UPDATE call_center_parks SET role_map = '{"r1":"cc-op","r2":"cc-lead"}' WHERE park_id = 'p1'`, [], 'call_center_parks', 'u', 'p1');
