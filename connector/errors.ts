@@ -10,6 +10,7 @@ export const ERRORS = {
   KAFKA_UNAVAILABLE: { retriable: true, status: 503 },
   SOURCE_FENCED: { retriable: false, status: 503 },
   KAFKA_NOT_AUTHORIZED: { retriable: false, status: 503 },
+  KAFKA_RECORD_TOO_LARGE: { retriable: false, status: 500 },
   CALL_CENTER_TRANSIENT: { retriable: true, status: 503 },
   CALL_CENTER_REJECTED: { retriable: false, status: 502 },
   CALL_CENTER_USER_MISSING: { retriable: true, status: 502 },

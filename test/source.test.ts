@@ -1,10 +1,11 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSchemaRegistry } from '../connector/avro/registry.js';
 import type { Config } from '../connector/config.js';
 import { createMetrics } from '../connector/metrics.js';
 import { rowConverters } from '../connector/source/decoder.js';
-import { topicFor, type CapturedTable } from '../connector/events.js';
+import { parseLsn, topicFor, type CapturedTable } from '../connector/events.js';
 import { startSource, type SourceHandle } from '../connector/source/source.js';
 import { createTestDatabase, testConfig, testLogger, waitFor, type TestDatabase } from './helpers.js';
 import { readTopics, type TopicReader } from './kafka-helpers.js';
@@ -184,5 +185,53 @@ describe('source: a burst bigger than what the broker takes in one record batch'
     }, { what: '3,000 inserts in Kafka', timeoutMs: 60_000 });
     expect(new Set(inserts.map((m) => m.partition))).toEqual(new Set([0]));
     expect(inserts.map((m) => m.value!.after!.login)).toEqual(logins);
+  });
+});
+
+describe('source: an event larger than its topic accepts', () => {
+  let db: TestDatabase;
+  let source: SourceHandle | undefined;
+  let reader: TopicReader<Envelope> | undefined;
+  afterAll(async () => {
+    await source?.stop().catch(() => {});
+    await reader?.stop();
+    await db?.drop();
+  });
+
+  it('stops the source with an error naming the size and the limit, and confirms nothing past the events before it', async () => {
+    db = await createTestDatabase();
+    const config = testConfig(db, { TOPIC_PARTITIONS: '1' });
+    const usersTopic = topicFor(config.TOPIC_PREFIX, 'users');
+    // An operator's topic with a 16 KiB record-batch limit, made before the source starts (so the source keeps it).
+    const admin = new Kafka({ clientId: 'test-admin', brokers: config.KAFKA_BROKERS, logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    await admin.createTopics({
+      waitForLeaders: true,
+      topics: [{ topic: usersTopic, numPartitions: 1, configEntries: [{ name: 'cleanup.policy', value: 'compact' }, { name: 'max.message.bytes', value: '16384' }] }],
+    });
+    await admin.disconnect();
+    await db.pool.query(`INSERT INTO parks (id, name) VALUES ('p1', 'Park 1')`);
+    source = startSource({ config, log: testLogger(), metrics: createMetrics({ defaultMetrics: false }) });
+    await waitFor(async () => (await db.pool.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active`, [config.CDC_SLOT])).rowCount === 1, {
+      what: 'the slot to stream',
+    });
+    reader = await readTopics<Envelope>(config.KAFKA_BROKERS.join(','), [usersTopic]);
+    await db.pool.query(`INSERT INTO users (park_id, login, name) VALUES ('p1', 'small', 'Small')`);
+    await waitFor(() => reader!.messages.some((m) => m.value?.after?.login === 'small'), { what: 'the small insert in Kafka' });
+    const { rows } = await db.pool.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+    const before = parseLsn(rows[0]!.lsn);
+    // Incompressible 40 KB: over the topic's limit even alone.
+    await db.pool.query(`INSERT INTO users (park_id, login, name) VALUES ('p1', 'large', $1)`, [randomBytes(30_000).toString('base64')]);
+
+    const stopped = await source.done.then(
+      () => null,
+      (e: unknown) => e as { code?: string; message: string },
+    );
+    expect(stopped?.code).toBe('KAFKA_RECORD_TOO_LARGE');
+    expect(stopped?.message).toMatch(new RegExp(`largest is \\d+ bytes, for ${usersTopic.replace(/\./g, '\\.')}: raise that topic's max\\.message\\.bytes`));
+    // The large event stays in the slot for the next start: PostgreSQL was told of nothing past what came before it.
+    const { rows: slot } = await db.pool.query<{ lsn: string }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [config.CDC_SLOT]);
+    expect(parseLsn(slot[0]!.lsn)).toBeLessThanOrEqual(before);
+    expect(reader.messages.some((m) => m.value?.after?.login === 'large')).toBe(false);
   });
 });

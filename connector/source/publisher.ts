@@ -118,6 +118,8 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
   const fenced = (e: unknown) => kafkaTypes(e).some((t) => t === 'INVALID_PRODUCER_EPOCH' || t === 'PRODUCER_FENCED');
   /** The broker refuses this principal (its transactional id, a topic, the cluster): no retry mends that. */
   const refused = (e: unknown) => kafkaTypes(e).find((t) => t.endsWith('_AUTHORIZATION_FAILED'));
+  /** The broker refuses the records' size (a topic's max.message.bytes): the same records would be refused again. */
+  const tooLarge = (e: unknown) => kafkaTypes(e).find((t) => t === 'MESSAGE_TOO_LARGE' || t === 'RECORD_LIST_TOO_LARGE');
 
   const dropProducer = async () => {
     // The producer may be wedged after a broker outage: start a fresh one (which fences its own past) for the retry.
@@ -209,6 +211,19 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
         await dropProducer();
         const denied = refused(e);
         if (denied) throw new FleetSyncError('KAFKA_NOT_AUTHORIZED', `Kafka refused the source's producer (${denied}): grant its principal access`, { cause: e });
+        const refusedSize = tooLarge(e);
+        if (refusedSize) {
+          // Refused before any commit: nothing of this batch is in Kafka, and the slot still holds every event of it.
+          const largest = records.reduce((top, r) => (r.key.length + (r.value?.length ?? 0) > top.key.length + (top.value?.length ?? 0) ? r : top));
+          const largestBytes = largest.key.length + (largest.value?.length ?? 0);
+          throw new FleetSyncError(
+            'KAFKA_RECORD_TOO_LARGE',
+            `Kafka refused ${records.length} records as too large (${refusedSize}); the largest is ${largestBytes} bytes, for ${largest.topic}: ` +
+              `raise that topic's max.message.bytes (and the broker's message.max.bytes) above it, or lower CDC_MAX_BATCH_BYTES (${config.CDC_MAX_BATCH_BYTES}) ` +
+              `below the topics' limit; nothing was published or confirmed past it`,
+            { cause: e },
+          );
+        }
         if (exactlyOnce && fenced(e)) {
           throw new FleetSyncError('SOURCE_FENCED', `another source took over slot ${config.CDC_SLOT} (Kafka fenced this producer)`, { cause: e });
         }

@@ -39,7 +39,7 @@ export interface SourceHandle {
 }
 
 /** Conditions no reconnect can mend: the process exits non-zero so that an operator (or a supervisor) sees them. */
-const FATAL_CODES = new Set(['CONFIG_INVALID', 'DB_NOT_LOGICAL', 'SLOT_WRONG_PLUGIN', 'PUBLICATION_INCOMPLETE', 'SCHEMA_INCOMPATIBLE', 'SOURCE_FENCED', 'KAFKA_NOT_AUTHORIZED']);
+const FATAL_CODES = new Set(['CONFIG_INVALID', 'DB_NOT_LOGICAL', 'SLOT_WRONG_PLUGIN', 'PUBLICATION_INCOMPLETE', 'SCHEMA_INCOMPATIBLE', 'SOURCE_FENCED', 'KAFKA_NOT_AUTHORIZED', 'KAFKA_RECORD_TOO_LARGE']);
 const fatal = (e: unknown) => isFleetSyncError(e) && FATAL_CODES.has(e.code);
 
 /** A reconnect loop that ran this long was healthy: its backoff starts over. */
