@@ -143,7 +143,8 @@ describe('recovery from a Kafka broker killed with -9 under write load', () => {
     } finally {
       await reader.stop();
     }
-  });
+    // Longer than its waits together (the restart, 90 s, 120 s): when one of them runs out, its message says what it saw.
+  }, 300_000);
 });
 
 describe('recovery from a PostgreSQL crash and restart, stages as separate processes', () => {
