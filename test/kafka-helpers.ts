@@ -28,7 +28,9 @@ export interface TopicReader<T = Record<string, unknown>> {
 
 /** A consumer of its own group that collects every message of `topics` from the beginning. */
 export async function readTopics<T = Record<string, unknown>>(brokers: string, topics: string[]): Promise<TopicReader<T>> {
-  const kafka = new Kafka({ clientId: 'test-reader', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
+  // Retries as often as fleet-sync's own clients (kafkajs's default backoff grows to 30 s a try): after a broker
+  // restart the reader's new group waits for its coordinator to load, and should read as soon as it has.
+  const kafka = new Kafka({ clientId: 'test-reader', brokers: brokers.split(','), logLevel: logLevel.NOTHING, retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 2_000 } });
   const admin = kafka.admin();
   await admin.connect();
   const existing = new Set(await admin.listTopics());
