@@ -134,7 +134,14 @@ describe('recovery from a Kafka broker killed with -9 under write load', () => {
     try {
       const inserts = () => reader.messages.filter((m) => m.value?.op === 'c').map((m) => m.value!.after!.id);
       await waitFor(() => new Set(inserts()).size >= committed.length, { what: 'every committed insert in Kafka', timeoutMs: 120_000 }).catch(async (e: Error) => {
-        throw new Error(`${e.message}; ${new Set(inserts()).size} of ${committed.length} read; ${await reader.progress()}`);
+        // Which ones, and where in the write order (the last ones: still on their way; earlier ones: lost), and how
+        // far the slot is confirmed.
+        const read = new Set(inserts());
+        const missing = committed.flatMap((id, i) => (read.has(id) ? [] : [`#${i} ${id}`]));
+        const slot = await p.db.pool.query<{ lsn: string; active: boolean }>('SELECT confirmed_flush_lsn::text AS lsn, active FROM pg_replication_slots WHERE slot_name = $1', [p.config.CDC_SLOT]);
+        throw new Error(
+          `${e.message}; ${read.size} of ${committed.length} read; missing ${missing.slice(0, 10).join(', ')}; slot ${JSON.stringify(slot.rows[0])}; ${await reader.progress()}`,
+        );
       });
       const counts = new Map<string, number>();
       for (const id of inserts()) counts.set(id, (counts.get(id) ?? 0) + 1);
