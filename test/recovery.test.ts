@@ -113,6 +113,9 @@ describe('recovery from a Kafka broker killed with -9 under write load', () => {
 
   it('the source and the sink resume: every committed change is in Kafka exactly once, and the call center converges', async () => {
     const park = await seedPark(p.db.pool, { users: 0 });
+    // Inserts committed before the slot exists reach Kafka as snapshot reads (op r): the load starts once the source
+    // streams, so every insert below must arrive as an insert.
+    await waitFor(() => p.source.state() === 'streaming', { what: 'the source to stream' });
     const committed: string[] = [];
     let stop = false;
     const writer = (async () => {
