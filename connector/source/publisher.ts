@@ -19,6 +19,11 @@ export interface ChangeRecord {
   value: Buffer | null;
 }
 
+/** A record's bytes as the broker counts them against its size limits, framing aside: key and value. */
+export function recordSize(r: ChangeRecord): number {
+  return r.key.length + (r.value?.length ?? 0);
+}
+
 /** The last event a publish carried, stored with it atomically (exactly-once): a restart skips up to it. */
 export interface PublishedMark {
   /** The snapshot the stream started from: a mark of an older slot never applies to a new one. */
@@ -214,8 +219,8 @@ export function createKafkaPublisher(deps: { config: Config; log: Logger }): Pub
         const refusedSize = tooLarge(e);
         if (refusedSize) {
           // Refused before any commit: nothing of this batch is in Kafka, and the slot still holds every event of it.
-          const largest = records.reduce((top, r) => (r.key.length + (r.value?.length ?? 0) > top.key.length + (top.value?.length ?? 0) ? r : top));
-          const largestBytes = largest.key.length + (largest.value?.length ?? 0);
+          const largest = records.reduce((top, r) => (recordSize(r) > recordSize(top) ? r : top));
+          const largestBytes = recordSize(largest);
           throw new FleetSyncError(
             'KAFKA_RECORD_TOO_LARGE',
             `Kafka refused ${records.length} records as too large (${refusedSize}); the largest is ${largestBytes} bytes, for ${largest.topic}: ` +

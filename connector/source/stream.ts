@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { createDecoder, HEARTBEAT_PREFIX } from './decoder.js';
 import { formatLsn, parseLsn, positionAfter, type CapturedTable, type StreamPosition } from '../events.js';
-import { toRecords, type ChangeRecord, type Publisher } from './publisher.js';
+import { recordSize, toRecords, type ChangeRecord, type Publisher } from './publisher.js';
 import { sleep } from '../time.js';
 import { publishUntilAcknowledged } from './retry.js';
 import type { RowConverter } from './rows.js';
@@ -34,7 +34,7 @@ type Item =
 /** A batch's share of the broker's size limit: keys, values and each record's framing (length, attributes, deltas). */
 function recordBytes(records: readonly ChangeRecord[]): number {
   let n = 0;
-  for (const r of records) n += r.key.length + (r.value?.length ?? 0) + 24;
+  for (const r of records) n += recordSize(r) + 24;
   return n;
 }
 
