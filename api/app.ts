@@ -11,6 +11,8 @@ import type { Logger } from '../connector/log.js';
 import type { Metrics } from '../connector/metrics.js';
 import { createAuthHook } from './auth.js';
 import { errorHandler } from './errors.js';
+import { createFailedAuthLimit } from './failed-auth.js';
+import { requestForLog } from './request-log.js';
 import { healthRoutes, type ReadinessCheck } from './routes/health.js';
 import { parksRoutes } from './routes/parks.js';
 import { statusPageRoutes } from './routes/status-page.js';
@@ -31,8 +33,9 @@ export interface ApiDeps {
 
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   const { config, pool, metrics } = deps;
-  // Typed as Fastify's logger so the instance has Fastify's default type (pino's Logger is one).
-  const logger: FastifyBaseLogger = deps.log.child({ module: 'api' });
+  // Typed as Fastify's logger so the instance has Fastify's default type (pino's Logger is one). Fastify lets the
+  // instance's own `req` serializer win over its default, which would log GET /?token= with the operator's token.
+  const logger: FastifyBaseLogger = deps.log.child({ module: 'api' }, { serializers: { req: requestForLog } });
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit: config.API_BODY_LIMIT_BYTES,
@@ -87,8 +90,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(statusPageRoutes);
 
   await app.register(async (v1) => {
-    v1.addHook('onRequest', createAuthHook(config.API_TOKENS));
-    // Registered after the auth hook, so it runs after it and counts per token (request.tokenId).
+    // Its hooks are route hooks, which Fastify runs after the instance's auth hook below: it counts per token
+    // (request.tokenId). Failed authentications never get that far; the auth hook counts those per client.
     await v1.register(rateLimit, {
       max: config.API_RATE_LIMIT_PER_MINUTE,
       timeWindow: 60_000,
@@ -96,6 +99,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       errorResponseBuilder: (_request, context) =>
         new FleetSyncError('RATE_LIMITED', `more than ${context.max} requests a minute for this token; retry in ${context.after}`),
     });
+    v1.addHook('onRequest', createAuthHook(config.API_TOKENS, createFailedAuthLimit(v1)));
     await v1.register(parksRoutes, { pool });
     await v1.register(usersRoutes, { pool });
     await v1.register(statusRoutes, { pool, slot: config.CDC_SLOT });

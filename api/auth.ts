@@ -1,9 +1,11 @@
 // Bearer-token authentication and per-route scopes for /v1, tokens from config.API_TOKENS.
-// Presented tokens are hashed and compared with every configured hash in constant time, so timing reveals nothing.
+// Presented tokens are hashed and compared with every configured hash in constant time, so timing reveals nothing;
+// failed authentications are limited per client (api/failed-auth.ts), so tokens cannot be guessed either.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Scope } from '../connector/config.js';
 import { FleetSyncError } from '../connector/errors.js';
+import type { FailedAuthLimit } from './failed-auth.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -18,7 +20,7 @@ declare module 'fastify' {
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest();
 
-export function createAuthHook(tokens: Map<string, Set<Scope>>) {
+export function createAuthHook(tokens: Map<string, Set<Scope>>, failures: FailedAuthLimit) {
   const known = [...tokens].map(([token, scopes]) => ({ hash: sha256(token), scopes }));
 
   /** The scopes of the token in `Authorization: Bearer <token>`, or undefined when it is missing or unknown. */
@@ -32,9 +34,13 @@ export function createAuthHook(tokens: Map<string, Set<Scope>>) {
     return found && { scopes: found, id: presented.toString('hex') };
   }
 
-  return async function authenticate(request: FastifyRequest): Promise<void> {
+  return async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    failures.refuseIfLocked(request, reply);
     const caller = scopesOf(request.headers.authorization);
-    if (!caller) throw new FleetSyncError('UNAUTHORIZED', 'missing or unknown bearer token (Authorization: Bearer <token>)');
+    if (!caller) {
+      await failures.countFailure(request, reply);
+      throw new FleetSyncError('UNAUTHORIZED', 'missing or unknown bearer token (Authorization: Bearer <token>)');
+    }
     request.tokenId = caller.id;
     const needed = request.routeOptions.config.scope;
     if (needed && !caller.scopes.has(needed)) throw new FleetSyncError('FORBIDDEN', `this token lacks the scope ${needed}`);
