@@ -142,8 +142,14 @@ program
     const stack = createSyncStack({ config, log, metrics });
     const { sync, reconciler } = stack;
     try {
-      await sync.loadParks();
-      if (opts.park && !sync.parks.get(opts.park)) throw new FleetSyncError('PARK_NOT_FOUND', `park ${opts.park} has no call_center_parks row: turn it on first`);
+      if (opts.park) {
+        // A park without a sync row is still swept while fleet-sync holds grants it made for it (they are revoked).
+        const { rowCount } = await sync.pool.query(
+          'SELECT 1 FROM call_center_parks WHERE park_id = $1 UNION ALL SELECT 1 FROM call_center_grants WHERE park_id = $1 AND managed LIMIT 1',
+          [opts.park],
+        );
+        if (!rowCount) throw new FleetSyncError('PARK_NOT_FOUND', `park ${opts.park} has no call_center_parks row: turn it on first`);
+      }
       const sweepOnce = async () => {
         if (opts.park) return new Map([[opts.park, await reconciler.reconcilePark(opts.park, 'manual')]]);
         return reconciler.sweepAll('manual');

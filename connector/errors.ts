@@ -51,3 +51,16 @@ export class FleetSyncError extends Error {
 export function isFleetSyncError(e: unknown, code?: ErrorCode): e is FleetSyncError {
   return e instanceof FleetSyncError && (code === undefined || e.code === code);
 }
+
+// node-postgres reports a connection the server dropped (a restart, a failover, an admin's kill) with a plain
+// Error and no code: a database going away is an expected condition, retried, not a defect.
+const DATABASE_GONE = /Connection terminated( unexpectedly| due to connection timeout)?|Client has encountered a connection error|timeout exceeded when trying to connect/i;
+
+/**
+ * Errors a stage expects and retries: ours, PostgreSQL's and the network's (they carry a code), and a database
+ * connection that went away. Anything else is a defect: logged with its stack and counted.
+ */
+export function isKnownFailure(e: unknown): boolean {
+  if (isFleetSyncError(e) || typeof (e as { code?: unknown })?.code === 'string') return true;
+  return e instanceof Error && DATABASE_GONE.test(e.message);
+}

@@ -102,8 +102,8 @@ export async function replay(deps: ReplayDeps, options: ReplayOptions): Promise<
               if (batch.topic === parksTopic && row) parkIds.add(String(row.park_id));
             }
           }
-          // Parks may have been toggled since the last batch: a uid's grants depend on all of them.
-          if (apply && uids.size > 0) await apply.sync.loadParks().then(() => apply.sync.applier.syncUids(uids));
+          // The applier judges each uid by its rows and parks as the table has them now.
+          if (apply && uids.size > 0) await apply.sync.applier.syncUids(uids);
           if (apply) for (const parkId of parkIds) await apply.reconciler.reconcilePark(parkId, 'replay');
           if (Date.now() - lastReport > 2_000) {
             lastReport = Date.now();

@@ -16,6 +16,12 @@ export interface Faults {
   rejectUids: string[];
   /** Every call about these projects (roles, listings) answers 503: one project's outage. */
   failProjects: string[];
+  /** Calls about these uids (profile, roles) or these projects (roles, listings) take slowMs more: a slow call in flight. */
+  slowUids: string[];
+  slowProjects: string[];
+  slowMs: number;
+  /** A PUT of these users answers 200 but keeps nothing: their roles calls go on answering 404 (user missing). */
+  forgetUids: string[];
 }
 
 export interface SimUser {
@@ -71,7 +77,7 @@ export interface SimulatorOptions {
   onRolesSet?: (projectId: string, uid: string, roleIds: string[]) => void;
 }
 
-const NO_FAULTS: Faults = { errorRate: 0, latencyMs: 0, rateLimitRate: 0, retryAfterS: 1, rejectUids: [], failProjects: [] };
+const NO_FAULTS: Faults = { errorRate: 0, latencyMs: 0, rateLimitRate: 0, retryAfterS: 1, rejectUids: [], failProjects: [], slowUids: [], slowProjects: [], slowMs: 0, forgetUids: [] };
 const ERROR_STATUSES = [500, 502, 503] as const;
 const DEFAULT_LIMIT = 100;
 const MAX_LIMIT = 1000;
@@ -103,6 +109,10 @@ const faultsBody = {
     retryAfterS: { type: 'integer', minimum: 0 },
     rejectUids: { type: 'array', items: { type: 'string' } },
     failProjects: { type: 'array', items: { type: 'string' } },
+    slowUids: { type: 'array', items: { type: 'string' } },
+    slowProjects: { type: 'array', items: { type: 'string' } },
+    slowMs: { type: 'number', minimum: 0 },
+    forgetUids: { type: 'array', items: { type: 'string' } },
   },
 };
 
@@ -171,6 +181,9 @@ export function createSimulator(opts: SimulatorOptions): Simulator {
         reply.raw.once('close', () => inFlight--);
 
         if (faults.latencyMs > 0) await new Promise((r) => setTimeout(r, faults.latencyMs));
+        const params = (req.params ?? {}) as { project_id?: string; uid?: string };
+        const slow = (params.uid !== undefined && faults.slowUids.includes(params.uid)) || (params.project_id !== undefined && faults.slowProjects.includes(params.project_id));
+        if (slow && faults.slowMs > 0) await new Promise((r) => setTimeout(r, faults.slowMs));
         if (faults.errorRate > 0 && random() < faults.errorRate) {
           calls.faulted++;
           const status = ERROR_STATUSES[Math.floor(random() * ERROR_STATUSES.length)]!;
@@ -200,6 +213,7 @@ export function createSimulator(opts: SimulatorOptions): Simulator {
         async (req, reply) => {
           const { uid } = req.params;
           if (rejected.has(uid)) return reject(reply, uid);
+          if (faults.forgetUids.includes(uid)) return { uid, ...req.body };
           return { uid, ...putUser(uid, req.body) };
         },
       );
@@ -308,7 +322,7 @@ export function createSimulator(opts: SimulatorOptions): Simulator {
       await running?.close();
     },
     setFaults,
-    faults: () => ({ ...faults, rejectUids: [...faults.rejectUids], failProjects: [...faults.failProjects] }),
+    faults: () => checkFaults(faults),
     state: snapshot,
     rolesOf: (projectId, uid) => [...(projects.get(projectId)?.roles.get(uid) ?? [])],
     setRolesByHand: (projectId, uid, roleIds) => void setRoles(projectId, uid, roleIds),
@@ -332,7 +346,8 @@ function checkFaults(f: Faults): Faults {
   }
   if (!(f.latencyMs >= 0)) throw new Error(`fault latencyMs must be >= 0, got ${f.latencyMs}`);
   if (!(Number.isInteger(f.retryAfterS) && f.retryAfterS >= 0)) throw new Error(`fault retryAfterS must be a whole number >= 0, got ${f.retryAfterS}`);
-  return { ...f, rejectUids: [...f.rejectUids], failProjects: [...f.failProjects] };
+  if (!(f.slowMs >= 0)) throw new Error(`fault slowMs must be >= 0, got ${f.slowMs}`);
+  return { ...f, rejectUids: [...f.rejectUids], failProjects: [...f.failProjects], slowUids: [...f.slowUids], slowProjects: [...f.slowProjects], forgetUids: [...f.forgetUids] };
 }
 
 function encodeCursor(lastUid: string): string {

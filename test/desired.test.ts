@@ -8,7 +8,7 @@ const park: ParkSync = {
   yandex_team_role_id: 'cc-support',
   enabled: true,
   revoke_on_disable: true,
-  version: 1,
+  disabled_at_ms: null,
 };
 const user = (over: Partial<UserRow> = {}): UserRow => ({
   id: 'u',

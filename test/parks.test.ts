@@ -1,33 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { createParkDirectory, parkFromRow } from '../connector/sync/parks.js';
+import { parkFromRow, parkView } from '../connector/sync/parks.js';
 
-const row = (version: number, enabled: boolean) => ({ park_id: 'p1', project_id: 'proj', role_map: '{"r1":"cc"}', enabled, revoke_on_disable: true, version: String(version) });
-
-describe('park directory', () => {
-  it('keeps the version committed last, whatever order the versions arrive in', () => {
-    const parks = createParkDirectory();
-    expect(parks.merge(parkFromRow(row(7, false)))).toBe(true);
-    expect(parks.merge(parkFromRow(row(5, true)))).toBe(false);
-    expect(parks.get('p1')).toMatchObject({ enabled: false, version: 7, role_map: { r1: 'cc' } });
-    expect(parks.merge(parkFromRow(row(9, true)))).toBe(true);
-    expect(parks.enabled().map((p) => p.park_id)).toEqual(['p1']);
+describe('park view: the parks of one decision, as the table has them', () => {
+  it('a row read is the park; a park asked for without a row is off with revoke, in no project', () => {
+    const view = parkView([{ park_id: 'p1', project_id: 'proj', role_map: '{"r1":"cc"}', enabled: true, revoke_on_disable: false, disabled_at: null }], ['p1', 'p2']);
+    expect(view('p1')).toMatchObject({ enabled: true, project_id: 'proj', role_map: { r1: 'cc' }, revoke_on_disable: false });
+    expect(view('p2')).toMatchObject({ enabled: false, revoke_on_disable: true, project_id: '', gone: true });
+    expect(view('p3')).toBeUndefined();
   });
 
-  it('a deleted row turns the park off with revoke; a later insert (a newer version) turns it on again', () => {
-    const parks = createParkDirectory();
-    parks.merge(parkFromRow(row(3, true)));
-    parks.remove('p1', 3);
-    expect(parks.get('p1')).toMatchObject({ enabled: false, revoke_on_disable: true });
-    parks.merge(parkFromRow(row(2, true)));
-    expect(parks.get('p1')!.enabled).toBe(false);
-    parks.merge(parkFromRow(row(4, true)));
-    expect(parks.get('p1')!.enabled).toBe(true);
-  });
-
-  it('an event from before versions existed loses to any versioned one', () => {
-    const parks = createParkDirectory();
-    parks.merge(parkFromRow(row(1, true)));
-    const legacy = { ...row(0, false), version: undefined };
-    expect(parks.merge(parkFromRow(legacy))).toBe(false);
+  it('reads when sync was turned off, from a database row or an event row', () => {
+    expect(parkFromRow({ park_id: 'p', project_id: 'x', enabled: false, disabled_at: new Date(5_000) }).disabled_at_ms).toBe(5_000);
+    expect(parkFromRow({ park_id: 'p', project_id: 'x', enabled: false, disabled_at: '1970-01-01T00:00:06.000Z' }).disabled_at_ms).toBe(6_000);
+    expect(parkFromRow({ park_id: 'p', project_id: 'x', enabled: true }).disabled_at_ms).toBeNull();
   });
 });

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import type { DecodedEnvelope } from '../connector/events.js';
 import { groupUsersBatch } from '../connector/sink/group.js';
-import { planChanges } from '../connector/sync/applier.js';
+import { planChanges, touchedKeys } from '../connector/sync/applier.js';
 import { desiredGrants, grantKey, type ParkSync, type UserRow } from '../connector/sync/desired.js';
 import type { GrantRecord } from '../connector/sync/store.js';
 
@@ -13,14 +13,15 @@ const park = (id: string, over: Partial<ParkSync> = {}): ParkSync => ({
   yandex_team_role_id: null,
   enabled: true,
   revoke_on_disable: true,
-  version: 1,
+  disabled_at_ms: null,
   ...over,
 });
 const PARKS = new Map([
   ['on', park('on')],
   ['on2', park('on2')],
-  ['off', park('off', { enabled: false })],
-  ['kept', park('kept', { enabled: false, revoke_on_disable: false })],
+  ['off', park('off', { enabled: false, disabled_at_ms: 10_000 })],
+  ['kept', park('kept', { enabled: false, revoke_on_disable: false, disabled_at_ms: 10_000 })],
+  ['gone', { ...park('gone', { enabled: false, project_id: '' }), gone: true }],
 ]);
 const parks = (id: string) => PARKS.get(id);
 const row = (over: Partial<UserRow> = {}): UserRow => ({
@@ -44,45 +45,65 @@ const env = (op: DecodedEnvelope['op'], before: UserRow | null, after: UserRow |
   source: { db: 'db', schema: 'public', table: 'users', lsn: '0/1', tx_id: 1, commit_ts_ms: 1, snapshot: false },
 });
 
-describe('groupUsersBatch', () => {
-  it.each<[string, DecodedEnvelope | null, { uids: string[]; managed: string[]; profile: string[]; truncated?: boolean; skipped?: number }]>([
-    ['an insert in an enabled park', env('c', null, row()), { uids: ['u1'], managed: [grantKey('proj-on', 'u1')], profile: ['u1'] }],
-    ['a role change', env('u', row(), row({ role_id: 'r2' })), { uids: ['u1'], managed: [grantKey('proj-on', 'u1')], profile: [] }],
-    ['a delete names the old park project', env('d', row(), null), { uids: ['u1'], managed: [grantKey('proj-on', 'u1')], profile: [] }],
-    ['a move out to a park that is off', env('u', row(), row({ park_id: 'off' })), { uids: ['u1'], managed: [grantKey('proj-on', 'u1')], profile: [] }],
-    ['a move between enabled parks names both projects', env('u', row(), row({ park_id: 'on2' })), { uids: ['u1'], managed: [grantKey('proj-on', 'u1'), grantKey('proj-on2', 'u1')], profile: [] }],
-    ['a new uid names the old and the new one', env('u', row(), row({ yandex_uid: 'u2' })), { uids: ['u1', 'u2'], managed: [grantKey('proj-on', 'u1'), grantKey('proj-on', 'u2')], profile: ['u2'] }],
-    ['a park that is off is dropped', env('c', null, row({ park_id: 'off' })), { uids: [], managed: [], profile: [] }],
-    ['no uid is skipped and counted', env('c', null, row({ yandex_uid: null })), { uids: [], managed: [], profile: [], skipped: 1 }],
-    ['a tombstone carries nothing', null, { uids: [], managed: [], profile: [] }],
-    ['a truncate', env('t', null, null), { uids: [], managed: [], profile: [], truncated: true }],
+describe('groupUsersBatch: every event is a trigger, whatever its park', () => {
+  const touched = (parkId: string, uid = 'u1') => `${parkId}/${uid}`;
+  it.each<[string, DecodedEnvelope | null, { uids: string[]; touched: string[]; profile: string[]; truncated?: boolean }]>([
+    ['an insert', env('c', null, row()), { uids: ['u1'], touched: [touched('on')], profile: ['u1'] }],
+    ['a role change', env('u', row(), row({ role_id: 'r2' })), { uids: ['u1'], touched: [touched('on')], profile: [] }],
+    ['a delete names the old park', env('d', row(), null), { uids: ['u1'], touched: [touched('on')], profile: [] }],
+    ['a move names both parks', env('u', row(), row({ park_id: 'off' })), { uids: ['u1'], touched: [touched('on'), touched('off')], profile: [] }],
+    ['a new uid names the old and the new one', env('u', row(), row({ yandex_uid: 'u2' })), { uids: ['u1', 'u2'], touched: [touched('on'), touched('on', 'u2')], profile: ['u2'] }],
+    ['a park this sink thinks is off is not dropped: the applier judges it by the table', env('c', null, row({ park_id: 'off' })), { uids: ['u1'], touched: [touched('off')], profile: ['u1'] }],
+    ['no uid: nothing to apply', env('c', null, row({ yandex_uid: null })), { uids: [], touched: [], profile: [] }],
+    ['a tombstone carries nothing', null, { uids: [], touched: [], profile: [] }],
+    ['a truncate', env('t', null, null), { uids: [], touched: [], profile: [], truncated: true }],
   ])('%s', (_name, envelope, expected) => {
-    const batch = groupUsersBatch([{ message: 'm', env: envelope }], parks);
+    const batch = groupUsersBatch([{ message: 'm', env: envelope }]);
     expect(batch.uids).toEqual(expected.uids);
-    expect(batch.managed.sort()).toEqual(expected.managed.sort());
+    expect(batch.touched.map((t) => touched(t.parkId, t.uid)).sort()).toEqual(expected.touched.sort());
     expect([...batch.profileChanged]).toEqual(expected.profile);
-    expect(batch.truncated).toBe(expected.truncated ?? false);
-    expect(batch.skippedNoUid).toBe(expected.skipped ?? 0);
+    expect(batch.truncatedAt !== null).toBe(expected.truncated ?? false);
   });
 
-  it('keeps every event of a uid together, first-seen order', () => {
-    const batch = groupUsersBatch(
-      [
-        { message: 1, env: env('c', null, row({ yandex_uid: 'b' })) },
-        { message: 2, env: env('c', null, row({ yandex_uid: 'a' })) },
-        { message: 3, env: env('u', row({ yandex_uid: 'b' }), row({ yandex_uid: 'b', role_id: null })) },
-      ],
-      parks,
-    );
+  it('keeps every event of a uid together, first-seen order, and counts events without a uid per park', () => {
+    const batch = groupUsersBatch([
+      { message: 1, env: env('c', null, row({ yandex_uid: 'b' })) },
+      { message: 2, env: env('c', null, row({ yandex_uid: 'a' })) },
+      { message: 3, env: env('u', row({ yandex_uid: 'b' }), row({ yandex_uid: 'b', role_id: null })) },
+      { message: 4, env: env('c', null, row({ yandex_uid: null })) },
+    ]);
     expect(batch.uids).toEqual(['b', 'a']);
     expect(batch.eventsByUid.get('b')!.map((e) => e.message)).toEqual([1, 3]);
-    expect(batch.progress.get('on')).toMatchObject({ events: 3, skippedNoUid: 0 });
+    expect(batch.progress.get('on')).toMatchObject({ events: 3, skippedNoUid: 1 });
+  });
+});
+
+describe('touchedKeys: the (project, uid) an event names, by the park as the table has it', () => {
+  it.each<[string, { parkId: string; commitTsMs: number | null }, string[]]>([
+    ['a park that syncs now', { parkId: 'on', commitTsMs: 1 }, [grantKey('proj-on', 'u1')]],
+    ['a park turned off after the event committed', { parkId: 'off', commitTsMs: 5_000 }, [grantKey('proj-off', 'u1')]],
+    ['a park turned off long before the event', { parkId: 'off', commitTsMs: 60_000 }, []],
+    ['a park off without revoke, after the event', { parkId: 'kept', commitTsMs: 5_000 }, [grantKey('proj-kept', 'u1')]],
+    ['a park whose sync row is gone: its records decide', { parkId: 'gone', commitTsMs: 1 }, []],
+    ['a park with no sync row at all', { parkId: 'never', commitTsMs: 1 }, []],
+  ])('%s', (_name, t, expected) => {
+    expect(touchedKeys([{ ...t, uid: 'u1' }], parks)).toEqual(expected);
   });
 });
 
 describe('planChanges: who is managed, and what is written', () => {
-  const record = (over: Partial<GrantRecord> = {}): GrantRecord => ({ project_id: 'proj-on', uid: 'u1', park_id: 'on', role_ids: ['cc-op'], pending: false, ...over });
-  const plan = (input: { rows?: UserRow[]; records?: GrantRecord[]; named?: string[]; actual?: [string, string[]][] }) => {
+  const record = (over: Partial<GrantRecord> = {}): GrantRecord => ({
+    project_id: 'proj-on',
+    uid: 'u1',
+    park_id: 'on',
+    role_ids: ['cc-op'],
+    pending: false,
+    managed: true,
+    updated_ms: 1_000,
+    ...over,
+  });
+  // A listing taken at 2,000 ms: newer than the records above (1,000 ms) unless a test says otherwise.
+  const plan = (input: { rows?: UserRow[]; records?: GrantRecord[]; named?: string[]; actual?: [string, string[]][]; listedAtMs?: number; project?: string }) => {
     const rows = input.rows ?? [];
     const result = planChanges({
       uids: new Set(['u1']),
@@ -90,8 +111,8 @@ describe('planChanges: who is managed, and what is written', () => {
       records: input.records ?? [],
       desired: desiredGrants(rows, parks),
       named: new Set(input.named ?? []),
-      ...(input.actual ? { actual: new Map(input.actual.map(([k, v]) => [grantKey('proj-on', k), v])) } : {}),
-      parks: { get: parks },
+      ...(input.actual ? { listing: { roles: new Map(input.actual.map(([k, v]) => [grantKey(input.project ?? 'proj-on', k), v])), takenAtMs: input.listedAtMs ?? 2_000 } } : {}),
+      parks,
     });
     return { changes: (result.changes.get('u1') ?? []).map((c) => `${c.projectId}:${c.roleIds.join('+') || '-'}`), adopted: result.adopted.map((a) => `${a.projectId}:${a.member ? 'keep' : 'forget'}`) };
   };
@@ -106,11 +127,18 @@ describe('planChanges: who is managed, and what is written', () => {
     ['a deleted user never recorded, named by its event: revoked', { named: [grantKey('proj-on', 'u1')] }, { changes: ['proj-on:-'] }],
     ['an outsider holding a hand-made grant: left alone', { actual: [['u1', ['cc-admin']]] }, { changes: [] }],
     ['a revoked non-member record holding nothing: forgotten', { records: [record({ role_ids: [] })] }, { changes: [], adopted: ['proj-on:forget'] }],
-    ['a grant of a park off without revoke: kept', { records: [record({ park_id: 'kept' })] }, { changes: [] }],
-    ['park off without revoke, named by an event or its last pass, the user disabled before the toggle: revoked', { rows: [row({ park_id: 'kept', is_enabled: false })], records: [record({ park_id: 'kept' })], named: [grantKey('proj-on', 'u1')] }, { changes: ['proj-on:-'] }],
-    ['park off without revoke, named, the user still earns the role: kept', { rows: [row({ park_id: 'kept' })], records: [record({ park_id: 'kept' })], named: [grantKey('proj-on', 'u1')] }, { changes: [] }],
-    ['park off without revoke, named, the user moved to another mapped role: no new grant', { rows: [row({ park_id: 'kept', role_id: 'r2' })], records: [record({ park_id: 'kept', role_ids: ['cc-op'] })], named: [grantKey('proj-on', 'u1')] }, { changes: [] }],
-    ['park off without revoke, never recorded, named by an event of an enabled user: left alone', { rows: [row({ park_id: 'kept' })], named: [grantKey('proj-kept', 'u1')], actual: [['u1', ['cc-op']]] }, { changes: [] }],
+    ['a grant of a park off without revoke: kept', { records: [record({ park_id: 'kept', project_id: 'proj-kept' })] }, { changes: [] }],
+    ['a grant of a park off without revoke in the project it was mapped to before: revoked', { records: [record({ park_id: 'kept' })] }, { changes: ['proj-on:-'] }],
+    ['park off without revoke, named by an event or its last pass, the user disabled before the toggle: revoked', { rows: [row({ park_id: 'kept', is_enabled: false })], records: [record({ park_id: 'kept', project_id: 'proj-kept' })], named: [grantKey('proj-kept', 'u1')] }, { changes: ['proj-kept:-'] }],
+    ['park off without revoke, named, the user still earns the role: kept', { rows: [row({ park_id: 'kept' })], records: [record({ park_id: 'kept', project_id: 'proj-kept' })], named: [grantKey('proj-kept', 'u1')] }, { changes: [] }],
+    ['park off without revoke, named, the user moved to another mapped role: no new grant', { rows: [row({ park_id: 'kept', role_id: 'r2' })], records: [record({ park_id: 'kept', project_id: 'proj-kept', role_ids: ['cc-op'] })], named: [grantKey('proj-kept', 'u1')] }, { changes: [] }],
+    ['park off without revoke, never recorded, named by an event of an enabled user: left alone', { rows: [row({ park_id: 'kept' })], named: [grantKey('proj-kept', 'u1')], actual: [['u1', ['cc-op']]], project: 'proj-kept' }, { changes: [] }],
+    ['a grant of a park whose sync row is gone: revoked', { records: [record({ park_id: 'gone' })] }, { changes: ['proj-on:-'] }],
+    ['a grant that landed after the listing began is not undone by it: the record holds, and a revocation is made', { records: [record({ park_id: 'off', updated_ms: 3_000 })], actual: [['u1', []]] }, { changes: ['proj-on:-'] }],
+    ['a listing older than a revocation that forgot the uid: the tombstone holds, no call', { records: [record({ role_ids: [], managed: false, updated_ms: 3_000 })], named: [grantKey('proj-on', 'u1')], actual: [['u1', ['cc-op']]] }, { changes: [] }],
+    ['a member in sync by a listing older than its revocation is not adopted: granted', { rows: [row()], records: [record({ role_ids: [], managed: false, updated_ms: 3_000 })], actual: [['u1', ['cc-op']]] }, { changes: ['proj-on:cc-op'] }],
+    ['a role id that is a built-in property name is unmapped: nothing held', { rows: [row({ role_id: 'constructor' })], records: [record()] }, { changes: ['proj-on:-'] }],
+    ['a tombstone is no record: an outsider holding a hand-made grant is left alone', { records: [record({ role_ids: [], managed: false })], actual: [['u1', ['cc-admin']]] }, { changes: [] }],
     ['a grant of a park off with revoke: revoked', { records: [record({ park_id: 'off' })] }, { changes: ['proj-on:-'] }],
     ['a pending record is not trusted: written again', { rows: [row()], records: [record({ pending: true })] }, { changes: ['proj-on:cc-op'] }],
     ['a pending revocation is made even when an older listing shows nothing held', { records: [record({ role_ids: [], pending: true })], actual: [['u1', []]] }, { changes: ['proj-on:-'] }],

@@ -10,7 +10,7 @@ export interface RoleMapping {
 }
 
 /** A call_center_parks row: the sink's view of a park, plus the timestamps the api answers with. */
-export interface SyncRow extends Omit<ParkSync, 'version'> {
+export interface SyncRow extends Omit<ParkSync, 'disabled_at_ms' | 'gone'> {
   enabled_at: Date | null;
   disabled_at: Date | null;
   updated_at: Date;

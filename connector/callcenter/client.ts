@@ -20,6 +20,8 @@ export interface ProjectUserRoles {
 }
 export interface CallOptions {
   signal?: AbortSignal;
+  /** Fewer attempts than the client's own for this call (a caller holding locks parks the work instead of waiting). */
+  maxAttempts?: number;
 }
 
 export interface CallCenterClient {
@@ -94,6 +96,7 @@ interface Call {
   /** A 404 means the user is missing (roles calls), not a rejection. */
   userMissingOn404?: boolean;
   signal: AbortSignal | undefined;
+  maxAttempts?: number | undefined;
 }
 
 export function createCallCenterClient(deps: CallCenterClientDeps): CallCenterClient {
@@ -156,7 +159,7 @@ export function createCallCenterClient(deps: CallCenterClientDeps): CallCenterCl
         throw new FleetSyncError('CALL_CENTER_REJECTED', `call center rejected ${method} ${path} with ${status}`, { details });
       }
       const reason = failure?.reason ?? (status === 429 ? 'rate_limited' : 'server_error');
-      if (attempt >= maxAttempts) {
+      if (attempt >= Math.min(maxAttempts, call.maxAttempts ?? Infinity)) {
         throw new FleetSyncError('CALL_CENTER_TRANSIENT', `call center failed ${method} ${path} ${attempt} times (${status ?? reason})`, {
           details: { ...details, reason, err: failure?.err },
         });
@@ -193,7 +196,7 @@ export function createCallCenterClient(deps: CallCenterClientDeps): CallCenterCl
   return {
     async putUser(uid, profile, opts) {
       const body = JSON.stringify({ login: profile.login, name: profile.name, phone: profile.phone ?? null, email: profile.email ?? null });
-      await request({ method: 'PUT', path: `/v1/users/${encodeURIComponent(uid)}`, body, signal: opts?.signal });
+      await request({ method: 'PUT', path: `/v1/users/${encodeURIComponent(uid)}`, body, signal: opts?.signal, maxAttempts: opts?.maxAttempts });
     },
 
     async getUser(uid, opts) {
@@ -207,7 +210,7 @@ export function createCallCenterClient(deps: CallCenterClientDeps): CallCenterCl
     async setRoles(projectId, uid, roleIds, opts) {
       const path = `/v1/projects/${encodeURIComponent(projectId)}/users/${encodeURIComponent(uid)}/roles`;
       const body = JSON.stringify({ role_ids: roleIds });
-      await request({ method: 'PUT', path, body, projectId, userMissingOn404: true, signal: opts?.signal });
+      await request({ method: 'PUT', path, body, projectId, userMissingOn404: true, signal: opts?.signal, maxAttempts: opts?.maxAttempts });
     },
 
     async listProjectUsers(projectId, page, opts) {

@@ -6,21 +6,26 @@ import type { CallCenterClient } from '../callcenter/client.js';
 import type { Logger } from '../log.js';
 import { FleetSyncError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import type { Applier, UidOutcome } from '../sync/applier.js';
+import type { Applier, Listing, UidOutcome } from '../sync/applier.js';
 import { grantKey, sameRoles } from '../sync/desired.js';
-import { loadParks, refreshPark, type ParkDirectory } from '../sync/parks.js';
+import { readPark } from '../sync/parks.js';
 import type { Reconciler, SweepCounts, SweepOptions, SweepReason } from '../sync/reconciler.js';
-import { grantedUids, uidsOfPark, unrecordedUids, usersOfPark } from '../sync/store.js';
+import { databaseNowMs, grantedUids, pruneTombstones, uidsOfPark, usersOfPark } from '../sync/store.js';
 
 export interface ReconcilerDeps {
   pool: pg.Pool;
   client: CallCenterClient;
   applier: Applier;
-  parks: ParkDirectory;
   log: Logger;
   metrics: Metrics;
   pageSize: number;
 }
+
+/**
+ * One attempt per call: a uid the call center does not take is parked for the retry loop at once, so the sweep
+ * never holds a chunk of uid locks through retries and timeouts that the stream's batches wait behind.
+ */
+const applyOptions = (options: SweepOptions) => ({ maxAttempts: 1, ...(options.signal ? { signal: options.signal } : {}) });
 
 /** Sweeps whose writes are the work asked for (a backfill, a revocation, the state after a truncate), not drift. */
 const WORK_SWEEPS = new Set<SweepReason>(['park_on', 'park_off', 'truncate']);
@@ -38,11 +43,12 @@ function tally(counts: SweepCounts, outcomes: Map<string, UidOutcome>): void {
 }
 
 export function createReconciler(deps: ReconcilerDeps): Reconciler {
-  const { pool, client, applier, parks, metrics } = deps;
+  const { pool, client, applier, metrics } = deps;
   const log = deps.log.child({ module: 'reconcile' });
 
   const reconcilePark: Reconciler['reconcilePark'] = async (parkId, reason, options = {}) => {
-    const park = await refreshPark(pool, parks, parkId);
+    // The park as the table has it now; the applier reads it again under each uid's lock.
+    const park = await readPark(pool, parkId);
     const counts = zero();
     const projectId = park?.project_id ?? '';
     const { rows } = await pool.query<{ id: string }>(
@@ -53,35 +59,40 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     const started = Date.now();
     const plog = log.child({ park_id: parkId, project_id: projectId, reason, run: runId });
     try {
-      if (!park) throw new FleetSyncError('PARK_NOT_FOUND', `park ${parkId} has no call_center_parks row`);
-      if (!park.enabled) {
-        // Off with revoke: every user the park managed (its rows, adopted or granted) and every grant in its
-        // project that no enabled park still earns, loses its access there. Nobody else's access is touched.
-        // Asked again until none is left: the stream may have recorded one meanwhile.
-        for (let round = 0; park.revoke_on_disable && round < 5; round++) {
-          const members = park.project_id ? await uidsOfPark(pool, parkId) : [];
-          const granted = await grantedUids(pool, { parkId, projectId });
-          const managed = members.map((uid) => grantKey(park.project_id, uid));
-          // What the project holds now: a member holding nothing there, and never recorded, needs nothing.
-          const listed = park.project_id ? await listProject(park.project_id, options) : new Map<string, string[]>();
-          const holders = members.filter((uid) => (listed.get(grantKey(park.project_id, uid))?.length ?? 0) > 0);
-          const uids = [...new Set([...granted, ...holders])];
-          const actual = park.project_id ? pick(listed, park.project_id, uids) : undefined;
-          const outcomes = await applier.syncUids(uids, { managed, ...(actual ? { actual } : {}), signal: options.signal });
-          tally(counts, outcomes);
-          if (![...outcomes.values()].some((o) => o.revoked > 0)) break;
-        }
-        if (!park.revoke_on_disable && park.project_id) {
-          // Off without revoke: the park's last pass. What it granted stays, but a user disabled, deleted or moved
-          // before the toggle (an event the stream may read only after it) loses what the last mapping no longer gives.
+      if (!park) {
+        // The park's sync row is gone (deleted, or the table truncated): off with revoke (SPEC §5). Its project
+        // is no longer known, but fleet-sync's records name the project of every grant it made or adopted.
+        await revokeRecorded(parkId, counts, options);
+      } else if (!park.enabled) {
+        if (park.revoke_on_disable) {
+          // Off with revoke: every user the park managed (its rows, adopted or granted) and every grant in its
+          // project that no enabled park still earns, loses its access there. Nobody else's access is touched.
+          // Asked again until none is left: the stream may have recorded one meanwhile.
+          for (let round = 0; round < 5; round++) {
+            const members = park.project_id ? await uidsOfPark(pool, parkId) : [];
+            const granted = await grantedUids(pool, { parkId, projectId });
+            const managed = members.map((uid) => grantKey(park.project_id, uid));
+            // What the project holds now: a member holding nothing there, and never recorded, needs nothing.
+            const listing = park.project_id ? await listProject(park.project_id, options) : undefined;
+            const holders = listing ? members.filter((uid) => (listing.roles.get(grantKey(park.project_id, uid))?.length ?? 0) > 0) : [];
+            const uids = [...new Set([...granted, ...holders])];
+            const outcomes = await applier.syncUids(uids, { managed, ...(listing ? { listing: pick(listing, park.project_id, uids) } : {}), ...applyOptions(options) });
+            tally(counts, outcomes);
+            if (![...outcomes.values()].some((o) => o.revoked > 0)) break;
+          }
+        } else if (park.project_id) {
+          // Off without revoke: the park's last pass. What it granted in its project stays, but a user disabled,
+          // deleted or moved before the toggle (an event the stream may read only after it) loses what the last
+          // mapping no longer gives; and what it granted in a project it was mapped to before goes.
           const granted = await grantedUids(pool, { parkId });
           const named = granted.map((uid) => grantKey(park.project_id, uid));
-          tally(counts, await applier.syncUids(granted, { managed: named, signal: options.signal }));
+          tally(counts, await applier.syncUids(granted, { managed: named, ...applyOptions(options) }));
         }
       } else {
+        // Grants this park gave in another project first (its mapping moved): they never wait for the new project,
+        // which may be down.
+        tally(counts, await applier.syncUids(await grantedUids(pool, { parkId }), { ...applyOptions(options) }));
         await sweepEnabled(park.project_id, parkId, counts, plog, options);
-        // Grants this park gave in another project: its mapping moved.
-        tally(counts, await applier.syncUids(await grantedUids(pool, { parkId }), { signal: options.signal }));
       }
       const corrections = counts.corrected_grants + counts.corrected_profiles + counts.revoked;
       // The sweep of a toggle or a truncate does that change's work: its writes are expected, not drift.
@@ -109,8 +120,18 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     );
   }
 
-  /** What the call center has in the project, by grantKey. */
-  async function listProject(projectId: string, options: SweepOptions): Promise<Map<string, string[]>> {
+  /** Every (project, uid) fleet-sync recorded for a park that has no sync row any more goes, in every project. */
+  async function revokeRecorded(parkId: string, counts: SweepCounts, options: SweepOptions) {
+    for (let round = 0; round < 5; round++) {
+      const outcomes = await applier.syncUids(await grantedUids(pool, { parkId }), { ...applyOptions(options) });
+      tally(counts, outcomes);
+      if (![...outcomes.values()].some((o) => o.revoked > 0)) break;
+    }
+  }
+
+  /** What the call center has in the project, by grantKey, and when the listing began (the database's clock). */
+  async function listProject(projectId: string, options: SweepOptions): Promise<Listing & { roles: Map<string, string[]> }> {
+    const takenAtMs = await databaseNowMs(pool);
     const actual = new Map<string, string[]>();
     let cursor: string | undefined;
     do {
@@ -119,11 +140,12 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       cursor = page.nextCursor;
       options.onProgress?.();
     } while (cursor);
-    return actual;
+    return { roles: actual, takenAtMs };
   }
 
   async function sweepEnabled(projectId: string, parkId: string, counts: SweepCounts, plog: Logger, options: SweepOptions) {
-    const actual = await listProject(projectId, options);
+    const listing = await listProject(projectId, options);
+    const actual = listing.roles;
 
     const { rows } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM users WHERE park_id = $1', [parkId]);
     const total = Number(rows[0]!.n);
@@ -137,7 +159,8 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       const uids = [...new Set(page.filter((u) => u.yandex_uid).map((u) => u.yandex_uid!))];
       counts.skipped_no_uid += page.length - page.filter((u) => u.yandex_uid).length;
       counts.checked += page.length;
-      const { desired } = await applier.desiredFor(uids);
+      const { desired, records } = await applier.desiredFor(uids);
+      const recorded = new Set(records.filter((g) => g.managed && g.project_id === projectId).map((g) => g.uid));
       const drifted: string[] = [];
       const inSync: string[] = [];
       for (const uid of uids) {
@@ -149,11 +172,11 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         } else drifted.push(uid);
       }
       // Users found holding exactly what the rules give, with no record yet, are adopted: from now on they are
-      // managed like any other. Like a correction, that is decided again under the uid's lock (the stream may have
-      // deleted or revoked the user since the listing, and its record must not be written back).
-      const unrecorded = new Set(await unrecordedUids(pool, projectId, inSync));
-      const toApply = [...drifted, ...inSync.filter((uid) => unrecorded.has(uid))];
-      if (toApply.length > 0) tally(counts, await applier.syncUids(toApply, { actual: pick(actual, projectId, toApply), signal: options.signal }));
+      // managed like any other. Like a correction, that is decided again under the uid's lock, where a listing
+      // older than fleet-sync's last call for the uid is not trusted (the stream may have deleted or revoked the
+      // user since the listing).
+      const toApply = [...drifted, ...inSync.filter((uid) => !recorded.has(uid))];
+      if (toApply.length > 0) tally(counts, await applier.syncUids(toApply, { listing: pick(listing, projectId, toApply), ...applyOptions(options) }));
       options.onProgress?.();
       if (Date.now() - lastReport > 2_000) {
         lastReport = Date.now();
@@ -163,18 +186,20 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     // Holders in the project who are not (or no longer) this park's users: only those fleet-sync granted are ours.
     const others = [...actual.keys()].map((k) => k.slice(projectId.length + 1)).filter((uid) => !seen.has(uid));
     if (others.length > 0) {
-      tally(counts, await applier.syncUids(others, { actual: pick(actual, projectId, others), signal: options.signal }));
+      tally(counts, await applier.syncUids(others, { listing: pick(listing, projectId, others), ...applyOptions(options) }));
     }
   }
 
   return {
     reconcilePark,
     async sweepAll(reason, options = {}) {
-      // Every park, fresh: a uid's grants depend on all the parks its rows are in, not only the one swept.
-      await loadParks(pool, parks);
+      await pruneTombstones(pool);
+      // Every park that syncs, and every park whose grants must still go: off with revoke, remapped away from the
+      // grant's project while off, or with no sync row at all (deleted, truncated).
       const { rows } = await pool.query<{ park_id: string }>(
         `SELECT park_id FROM call_center_parks WHERE enabled
-         UNION SELECT DISTINCT g.park_id FROM call_center_grants g JOIN call_center_parks p USING (park_id) WHERE NOT p.enabled AND p.revoke_on_disable`,
+         UNION SELECT DISTINCT g.park_id FROM call_center_grants g LEFT JOIN call_center_parks p USING (park_id)
+         WHERE g.managed AND (p.park_id IS NULL OR (NOT p.enabled AND (p.revoke_on_disable OR p.project_id <> g.project_id)))`,
       );
       const results = new Map<string, SweepCounts>();
       for (const { park_id } of rows) {
@@ -190,8 +215,9 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   };
 }
 
-function pick(actual: Map<string, string[]>, projectId: string, uids: string[]): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  for (const uid of uids) out.set(grantKey(projectId, uid), actual.get(grantKey(projectId, uid)) ?? []);
-  return out;
+/** The listing of these uids only; a uid the listing did not show holds nothing there. */
+function pick(listing: Listing, projectId: string, uids: string[]): Listing {
+  const roles = new Map<string, readonly string[]>();
+  for (const uid of uids) roles.set(grantKey(projectId, uid), listing.roles.get(grantKey(projectId, uid)) ?? []);
+  return { roles, takenAtMs: listing.takenAtMs };
 }

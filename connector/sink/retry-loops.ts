@@ -3,12 +3,21 @@
 // PostgreSQL before the offsets of its events are committed, and taken with a lease, so a crashed sink member's
 // work is taken up again by another.
 import type pg from 'pg';
-import { isFleetSyncError } from '../errors.js';
+import { isFleetSyncError, isKnownFailure } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Applier, UidOutcome } from '../sync/applier.js';
 import type { Reconciler, SweepReason } from '../sync/reconciler.js';
-import { claimDueParkSweep, claimDueRetries, clearRetries, countRetries, deferParkSweep, finishParkSweep, renewParkSweep } from '../sync/work-queue.js';
+import {
+  claimDueParkSweep,
+  claimDueRetries,
+  clearRetries,
+  countRetries,
+  deferParkSweep,
+  finishParkSweep,
+  forgetRetryEvents,
+  renewParkSweep,
+} from '../sync/work-queue.js';
 import { sleep } from '../time.js';
 import { fromParkedEvent, type DeadLetterWriter } from './dead-letter.js';
 
@@ -39,6 +48,8 @@ const RETRY_LOCK_CHUNK = 32;
 // A sweep's lease is renewed while it runs (a large park's backfill takes minutes), and runs out soon after a
 // sink member dies with it.
 const SWEEP_LEASE_MS = 60_000;
+// Park sweeps one member runs at once: a park turned off is swept while another park's long backfill runs.
+const SWEEP_WORKERS = 3;
 
 /** A poll wait that a wake() ends early; a wake() while not waiting makes the next wait return at once. */
 function waker(signal: AbortSignal) {
@@ -67,8 +78,7 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
   /** A failure of the loop itself (the database unreachable, or a defect): logged, counted when unknown, retried. */
   const trouble = async (what: string, e: unknown, attempt: number) => {
     if (signal.aborted) return;
-    const known = isFleetSyncError(e) || (e as { code?: unknown })?.code !== undefined;
-    if (known) log.warn({ err: (e as Error).message, attempt }, `${what} failed; retrying`);
+    if (isKnownFailure(e)) log.warn({ err: (e as Error).message, attempt }, `${what} failed; retrying`);
     else {
       metrics.unexpectedErrors.inc({ stage: 'sink' });
       log.error({ err: e, attempt }, `${what} failed with an unexpected error; retrying`);
@@ -92,6 +102,9 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
       for (const event of row.events) await deps.deadLetters.send(fromParkedEvent(event), event, reason, extra);
       if (row.events.length === 0) await deps.deadLetters.send({ key: Buffer.from(uid), value: null, headers: {}, offset: '-1' }, { topic: '', partition: -1 }, reason, extra);
       log.warn({ uid, code: reason.code, err: reason.message, events: row.events.length }, 'a parked uid was refused for good: dead-lettered');
+      // The uid may have been parked again meanwhile (another of its changes failed for now): it stays for that
+      // retry, without the events just dead-lettered.
+      await forgetRetryEvents(pool, uid, row.events);
       await clearRetries(pool, [{ uid, generation: row.generation }]);
     }
     return refused;
@@ -122,7 +135,7 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
     }
   })();
 
-  const sweeps = (async () => {
+  const sweepWorker = async () => {
     for (let attempt = 1; !signal.aborted; ) {
       try {
         const request = await claimDueParkSweep(pool, SWEEP_LEASE_MS);
@@ -154,7 +167,8 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
         await trouble('sweeping changed parks', e, attempt++);
       }
     }
-  })();
+  };
+  const sweeps = Promise.all(Array.from({ length: SWEEP_WORKERS }, sweepWorker));
 
   return {
     wake() {

@@ -1,32 +1,32 @@
 // `fleet-sync sink`: a Kafka consumer group on the users, roles and call_center_parks topics that keeps the call
 // center at what the database says, for every user of every enabled park. Offsets move only past events the call
-// center has, the dead-letter topic has, or call_center_retries holds for a retry apart.
+// center has, the dead-letter topic has, or call_center_retries holds for a retry apart. Events are triggers: the
+// applier judges each uid by the rows and park settings it reads under the uid's lock, never by a view of the
+// parks another topic feeds (that topic can lag this one).
 import { setMaxListeners } from 'node:events';
 import type { Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import { loadSchemaRegistry, type SchemaRegistry } from '../avro/registry.js';
 import type { Config } from '../config.js';
-import { isFleetSyncError } from '../errors.js';
+import { isFleetSyncError, isKnownFailure } from '../errors.js';
 import { CAPTURED_TABLES, topicFor, type DecodedEnvelope } from '../events.js';
 import { createKafka } from '../kafka/client.js';
 import { deadLetterTopic, ensureTopics } from '../kafka/topics.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { SyncContext } from '../sync/context.js';
-import { loadParks } from '../sync/parks.js';
 import type { Reconciler } from '../sync/reconciler.js';
-import { grantedUids, recordProgress } from '../sync/store.js';
+import { recordProgress } from '../sync/store.js';
 import { requestParkSweeps } from '../sync/work-queue.js';
 import { sleep } from '../time.js';
 import { createDeadLetterWriter, parkedEvent } from './dead-letter.js';
 import { groupUsersBatch, type DecodedMessage } from './group.js';
-import { mergeParkEvent, startParksFollower, type ParksFollower } from './parks-follower.js';
 import { startRetryLoops, type RetryLoops } from './retry-loops.js';
 
 export interface SinkDeps {
   config: Config;
   log: Logger;
   metrics: Metrics;
-  /** The shared pool, park directory and applier; owned (and closed) by the caller. */
+  /** The shared pool and applier; owned (and closed) by the caller. */
   sync: SyncContext;
   /** Sweeps a park when its sync settings change (the backfill, or the revocation). */
   reconciler: Reconciler;
@@ -36,18 +36,15 @@ export interface SinkHandle {
   /** Settles when the sink stopped: resolves after stop(), rejects when it cannot go on. */
   done: Promise<void>;
   stop(): Promise<void>;
-  /** True once the park directory caught up with the call_center_parks topic and the group consumer runs. */
+  /** True once the group consumer runs. */
   isReady(): boolean;
 }
-
-/** Errors the sink knows: ours, and PostgreSQL's or the network's (they carry a code). Anything else is a defect. */
-const knownError = (e: unknown) => isFleetSyncError(e) || typeof (e as { code?: unknown })?.code === 'string';
 
 export function startSink(deps: SinkDeps): SinkHandle {
   const { config, metrics } = deps;
   const log = deps.log.child({ module: 'sink' });
   const registry: SchemaRegistry = loadSchemaRegistry();
-  const { pool, parks, applier } = deps.sync;
+  const { pool, applier } = deps.sync;
   const kafka = createKafka(config, deps.log, '-sink');
   const stopping = new AbortController();
   setMaxListeners(0, stopping.signal);
@@ -59,7 +56,6 @@ export function startSink(deps: SinkDeps): SinkHandle {
   };
   const deadLetters = createDeadLetterWriter({ kafka, topic: topics.dlq, metrics });
   let ready = false;
-  let follower: ParksFollower | null = null;
   let group: Consumer | null = null;
   let loops: RetryLoops | null = null;
 
@@ -88,26 +84,32 @@ export function startSink(deps: SinkDeps): SinkHandle {
     return out;
   };
 
-  /** Parks the directory has never heard of are looked up once in the table (the topic may lag behind it). */
-  const learnUnknownParks = async (parkIds: Iterable<string>) => {
-    const unknown = [...new Set(parkIds)].filter((id) => !parks.get(id));
-    if (unknown.length > 0) await loadParks(pool, parks, unknown);
+  /**
+   * Every park whose users a truncate concerns, swept once per truncate (its copies reach every partition): the
+   * enabled ones, and those fleet-sync still holds grants for.
+   */
+  const parksToSweep = async (): Promise<string[]> => {
+    const { rows } = await pool.query<{ park_id: string }>(
+      'SELECT park_id FROM call_center_parks WHERE enabled UNION SELECT DISTINCT park_id FROM call_center_grants WHERE managed',
+    );
+    return rows.map((r) => r.park_id);
   };
 
   const handleUsers = async (payload: EachBatchPayload, sent: Set<string>) => {
     const { batch } = payload;
-    const decoded = await decodeBatch(payload, sent);
-    await learnUnknownParks(decoded.flatMap(({ env }) => [env?.before?.park_id, env?.after?.park_id].filter((p): p is string => typeof p === 'string')));
-    const grouped = groupUsersBatch(decoded, (id) => parks.get(id));
-    if (grouped.skippedNoUid > 0) metrics.skippedNoUid.inc(grouped.skippedNoUid);
-    // A truncate empties the table: every uid fleet-sync manages is brought to that state, and every enabled park
-    // is swept after it (a grant that was being applied from rows read just before the truncate is found there).
-    const uids = grouped.truncated ? [...new Set([...grouped.uids, ...(await grantedUids(pool))])] : grouped.uids;
-    if (grouped.truncated) await requestParkSweeps(pool, parks.enabled().map((park) => ({ parkId: park.park_id, reason: 'truncate' })));
-    // One pass per uid for the whole batch: the applier reads the rows as they are now, so the last state wins.
-    const outcomes = await applier.syncUids(uids, {
+    const grouped = groupUsersBatch(await decodeBatch(payload, sent));
+    // A truncate empties the table: every park's sweep brings its users (and everyone fleet-sync granted there)
+    // to that state; the sweeps run apart, so a large fleet never holds this partition.
+    if (grouped.truncatedAt !== null) {
+      const cause = `users truncate ${grouped.truncatedAt}`;
+      await requestParkSweeps(pool, (await parksToSweep()).map((parkId) => ({ parkId, reason: 'truncate', cause })));
+      loops?.wake();
+    }
+    // One pass per uid for the whole batch: the applier reads the rows and the parks as they are now, so the last
+    // state wins, and an event of a park this sink has not heard of being turned on is judged by the table.
+    const outcomes = await applier.syncUids(grouped.uids, {
       profileChanged: grouped.profileChanged,
-      managed: grouped.managed,
+      touched: grouped.touched,
       eventsOf: (uid) => (grouped.eventsByUid.get(uid) ?? []).map(({ message }) => parkedEvent(message, batch)),
       signal: stopping.signal,
     });
@@ -131,28 +133,34 @@ export function startSink(deps: SinkDeps): SinkHandle {
         parked++;
         continue;
       }
+      if (outcome.granted + outcome.revoked + outcome.profiles === 0) continue;
       for (const { env } of events) if (env?.source.commit_ts_ms) metrics.commitToAppliedSeconds.observe((now - env.source.commit_ts_ms) / 1000);
     }
     if (parked > 0) loops?.wake();
-    await recordProgress(pool, [...grouped.progress.values()]);
+    const skippedNoUid = await recordProgress(pool, [...grouped.progress.values()]);
+    if (skippedNoUid > 0) metrics.skippedNoUid.inc(skippedNoUid);
   };
 
   const handleParks = async (payload: EachBatchPayload, sent: Set<string>) => {
-    const touched = new Set<string>();
+    const requests = new Map<string, { parkId: string; reason: string; cause?: string }>();
     for (const { env } of await decodeBatch(payload, sent)) {
       if (!env) continue;
-      mergeParkEvent(parks, env);
-      if (env.op === 't') for (const p of parks.all()) touched.add(p.park_id);
+      if (env.op === 't') {
+        // Every park is off with revoke (SPEC §5): each park fleet-sync holds grants for is swept.
+        const cause = `call_center_parks truncate ${env.source.lsn}`;
+        for (const parkId of await parksToSweep()) requests.set(parkId, { parkId, reason: 'park_off', cause });
+        continue;
+      }
       const row = env.after ?? env.before;
-      if (row) touched.add(String(row.park_id));
+      if (!row) continue;
+      const parkId = String(row.park_id);
+      // The reason labels the run; the sweep itself reads the park's settings from the table.
+      requests.set(parkId, { parkId, reason: env.after?.enabled ? 'park_on' : 'park_off' });
     }
     // Turned on, remapped, or off: the park's sweep (its backfill, or its revocation) is asked for durably and runs
     // apart, so a long backfill never holds this or any other partition.
-    await requestParkSweeps(
-      pool,
-      [...touched].map((parkId) => ({ parkId, reason: parks.get(parkId)?.enabled ? 'park_on' : 'park_off' })),
-    );
-    if (touched.size > 0) loops?.wake();
+    await requestParkSweeps(pool, [...requests.values()]);
+    if (requests.size > 0) loops?.wake();
   };
 
   /** Runs one batch until it is done: a failure (the database unreachable, Kafka) is retried; nothing is skipped. */
@@ -171,7 +179,7 @@ export function startSink(deps: SinkDeps): SinkHandle {
         if (stopping.signal.aborted || !payload.isRunning() || payload.isStale()) return false; // uncommitted: replayed
         const delayMs = Math.min(200 * 2 ** Math.min(attempt, 7), 10_000);
         const fields = { topic: batch.topic, partition: batch.partition, attempt, delayMs, code: isFleetSyncError(e) ? e.code : (e as { code?: string })?.code };
-        if (knownError(e)) log.warn({ ...fields, err: (e as Error).message }, 'batch failed; retrying');
+        if (isKnownFailure(e)) log.warn({ ...fields, err: (e as Error).message }, 'batch failed; retrying');
         else {
           metrics.unexpectedErrors.inc({ stage: 'sink' });
           log.error({ ...fields, err: e }, 'batch failed with an unexpected error; retrying');
@@ -217,19 +225,6 @@ export function startSink(deps: SinkDeps): SinkHandle {
       signal: stopping.signal,
       backoff: { baseMs: config.CALL_CENTER_RETRY_BASE_MS, maxDelayMs: config.SINK_RETRY_MAX_DELAY_MS },
     });
-    // Users events must not be judged against an old view of the parks: the group waits for the directory.
-    await untilReachable('reading the call_center_parks topic', async () => {
-      const started = startParksFollower({ kafka, topic: topics.parks, groupPrefix: config.SINK_GROUP_ID, parks, registry, log, signal: stopping.signal });
-      try {
-        await started.caughtUp;
-        follower = started;
-      } catch (e) {
-        await started.stop();
-        throw e;
-      }
-    });
-    if (stopping.signal.aborted) return;
-
     await untilReachable('joining the consumer group', async () => {
       const joining = kafka.consumer({ groupId: config.SINK_GROUP_ID, maxWaitTimeInMs: 50, sessionTimeout: config.SINK_SESSION_TIMEOUT_MS, heartbeatInterval: 1_000 });
       try {
@@ -282,7 +277,6 @@ export function startSink(deps: SinkDeps): SinkHandle {
     ready = false;
     stopping.abort();
     await group?.disconnect().catch(() => {});
-    await follower?.stop();
     await loops?.done;
     await deadLetters.close();
   });

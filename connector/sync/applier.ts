@@ -1,10 +1,21 @@
 // The applier turns desired state into call-center calls: for a set of uids it re-reads their rows, computes what
 // each (project, uid) should hold, and changes only what differs. Shared by the sink, the sweep and the replay.
 //
+// The rule (SPEC §8): every decision about a (project, uid) is taken under that uid's lock from state at least as
+// new as what it decides.
+// - Park settings are read from call_center_parks in the same statement as the uid's rows and records, after the
+//   lock is taken: newer than any event being applied. No event is dropped on the word of a cache; a park that
+//   has no row is off with revoke.
+// - What the call center holds comes from fleet-sync's own settled record of its last call, or from a listing
+//   that began after that record last changed. A listing older than the record (a call landed after it) is not
+//   trusted; with neither, the call is made (setting a role set is idempotent).
+// - fleet-sync remembers every (project, uid) it granted or adopted (call_center_grants) until it has taken that
+//   access away, so a user, park or park row deleted since is still revoked.
+//
 // Who is managed (SPEC §5): in the project of an enabled park, every user of that park — any row of the park with
 // a yandex_uid, whatever its role or state — holds exactly what the rules give. fleet-sync also keeps managing a
-// (project, uid) it recorded (granted or adopted) until it has taken that access away, and one an event or a
-// revocation names (a delete, a move out). Everyone else in a project is the call-center team's and never touched.
+// (project, uid) it recorded until it has taken that access away, and one an event or a revocation names (a
+// delete, a move out). Everyone else in a project is the call-center team's and never touched.
 import type pg from 'pg';
 import type { CallCenterClient } from '../callcenter/client.js';
 import { FleetSyncError, isFleetSyncError } from '../errors.js';
@@ -12,24 +23,48 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { desiredGrants, grantKey, profileOf, rolesInPark, sameRoles, splitGrantKey, type ParkSync, type UserRow } from './desired.js';
 import type { KeyedLock } from './locks.js';
-import { mergeParkRows, type ParkDirectory } from './parks.js';
-import { lockUids, recordPendingGrants, settleGrants, uidState, usersByUid, type GrantRecord, type SettledGrant } from './store.js';
+import { parkView, type ParkView } from './parks.js';
+import { lockUids, recordPendingGrants, settleGrants, TOMBSTONE_KEEP_MS, uidState, type GrantRecord, type SettledGrant } from './store.js';
 import { clearRetries, parkUids, type ParkedEvent, type ParkedUid, type RetryRow } from './work-queue.js';
+
+/** A user row an event carried (its old or new row): the park it names is judged as the table has it now. */
+export interface TouchedRow {
+  parkId: string;
+  uid: string;
+  /** The event's commit time: a park turned off after it still settles the uid (the event was the park's). */
+  commitTsMs: number | null;
+}
+
+/** What the call center held in one project, as listed, and when the listing began (the database's clock). */
+export interface Listing {
+  roles: ReadonlyMap<string, readonly string[]>;
+  takenAtMs: number;
+}
 
 export interface SyncOptions {
   /** uids whose profile changed: PUT the profile before roles. */
   profileChanged?: ReadonlySet<string>;
-  /** What the call center holds now (from a listing), by grantKey; overrides fleet-sync's own record as "what it has". */
-  actual?: ReadonlyMap<string, readonly string[]>;
   /**
-   * (project, uid) keys fleet-sync manages though no row of an enabled park may show them now: an event's old row
-   * (a delete, a move out, a changed uid), or the users of a park turned off with revoke.
+   * What the call center held (from a listing), by grantKey: trusted over fleet-sync's record only where the
+   * listing began after the record last changed.
    */
+  listing?: Listing;
+  /** (project, uid) keys fleet-sync manages though no row of an enabled park may show them now: a park's revocation. */
   managed?: Iterable<string>;
+  /**
+   * The rows the events carried (old and new): each names (the park's project, uid) when the park syncs now, or
+   * was turned off after the event committed: a delete, a move out, a changed uid.
+   */
+  touched?: readonly TouchedRow[];
   /** The events behind a uid, kept with it if it is parked (dead-lettered if the call center later refuses it for good). */
   eventsOf?: (uid: string) => ParkedEvent[];
   /** uids locked and applied at once for this call, when fewer than the applier's own chunk (ApplierDeps.lockChunk). */
   lockChunk?: number;
+  /**
+   * Attempts per call-center call, when fewer than the client's: a sweep parks a uid the call center does not take
+   * at once, so it never holds a chunk of uid locks through retries and timeouts that a stream batch waits behind.
+   */
+  maxAttempts?: number;
   signal?: AbortSignal;
 }
 
@@ -56,14 +91,16 @@ export interface Applier {
    * failure rejects (nothing is lost: redo the call).
    */
   syncUids(uids: Iterable<string>, options?: SyncOptions): Promise<Map<string, UidOutcome>>;
-  /** What the database says each (project, uid) of these uids should hold, keyed by grantKey. */
-  desiredFor(uids: string[]): Promise<{ desired: Map<string, string[]>; rows: UserRow[] }>;
+  /**
+   * What the database says each (project, uid) of these uids should hold, keyed by grantKey, and fleet-sync's
+   * records of them: read without locks, a hint for choosing which uids to apply, never a decision.
+   */
+  desiredFor(uids: string[]): Promise<{ desired: Map<string, string[]>; rows: UserRow[]; records: GrantRecord[] }>;
 }
 
 export interface ApplierDeps {
   pool: pg.Pool;
   client: CallCenterClient;
-  parks: ParkDirectory;
   locks: KeyedLock;
   log: Logger;
   metrics: Metrics;
@@ -93,6 +130,7 @@ interface Plan {
   retries: RetryRow[];
   /** Projects named for each uid by the caller or a parked retry: kept if the uid is parked again. */
   namedProjects: Map<string, Set<string>>;
+  parks: ParkView;
 }
 
 /** A chunk of 256 uids holds at most 256 of the lock table's slots (stock: 64 × max_connections in all). */
@@ -121,9 +159,23 @@ function chunks<T>(items: T[], size: number): T[][] {
   return out;
 }
 
+/** The (project, uid) keys the events' rows name: parks that sync now, or were turned off after the event. */
+export function touchedKeys(touched: readonly TouchedRow[], parks: ParkView): string[] {
+  const keys = new Set<string>();
+  for (const t of touched) {
+    const park = parks(t.parkId);
+    if (!park || park.gone || !park.project_id) continue;
+    // disabled_at is the toggle's start (the database's clock, as the commit time is): an event committed by then
+    // was the park's while it synced; one committed after is not followed (off without revoke grants nothing more).
+    const wasOn = park.disabled_at_ms !== null && (t.commitTsMs === null || t.commitTsMs <= park.disabled_at_ms);
+    if (park.enabled || wasOn) keys.add(grantKey(park.project_id, t.uid));
+  }
+  return [...keys];
+}
+
 /**
  * Decides, per (project, uid), what must be written: pure over what was read under the locks. A key that is not
- * managed (a uid that is no user of the project's enabled parks, that fleet-sync never recorded and nobody named)
+ * managed (a uid that is no user of the project's enabled parks, that fleet-sync does not manage and nobody named)
  * is left alone, whatever it holds.
  */
 export function planChanges(input: {
@@ -132,40 +184,47 @@ export function planChanges(input: {
   records: readonly GrantRecord[];
   desired: ReadonlyMap<string, string[]>;
   named: ReadonlySet<string>;
-  actual?: ReadonlyMap<string, readonly string[]>;
-  parks: Pick<ParkDirectory, 'get'>;
+  listing?: Listing;
+  parks: ParkView;
+  /** The database's clock when the state was read: a listing older than a tombstone's keeping is not trusted. */
+  nowMs?: number;
 }): { changes: Map<string, Change[]>; adopted: SettledGrant[] } {
-  const { desired, parks } = input;
+  const { desired, parks, listing } = input;
   const recorded = new Map(input.records.map((g) => [grantKey(g.project_id, g.uid), g]));
   const changes = new Map<string, Change[]>();
   const adopted: SettledGrant[] = [];
-  const keys = new Set([...desired.keys(), ...recorded.keys(), ...input.named, ...(input.actual?.keys() ?? [])]);
+  const keys = new Set([...desired.keys(), ...input.named, ...(listing?.roles.keys() ?? [])]);
+  for (const [key, g] of recorded) if (g.managed) keys.add(key);
+  const listingUsable = listing !== undefined && (input.nowMs === undefined || input.nowMs - listing.takenAtMs < TOMBSTONE_KEEP_MS);
   for (const key of keys) {
     const { projectId, uid } = splitGrantKey(key);
     if (!input.uids.has(uid)) continue;
     const want = desired.get(key) ?? [];
-    const record = recorded.get(key);
+    const any = recorded.get(key);
+    const record = any?.managed ? any : undefined;
     const member = desired.has(key);
     const named = input.named.has(key);
     if (!member && !record && !named) continue; // not ours: the call-center team's own people
-    // What the call center has: the listing when there is one, else fleet-sync's settled record of what it gave.
-    // A pending record means a call of fleet-sync's may have landed after the listing was taken: neither is trusted.
-    const listed = record?.pending ? undefined : input.actual?.get(key);
-    const has = listed ?? (record && !record.pending ? record.role_ids : undefined);
+    // What the call center has: the listing where it began after fleet-sync's last call for the key settled (a
+    // tombstone remembers a revocation), else fleet-sync's settled record. A pending record means a call may have
+    // landed or not: neither is trusted, and the call is made.
+    const listingIsNewer = listingUsable && (!any || (!any.pending && any.updated_ms < listing.takenAtMs));
+    const listed = listing && listingIsNewer ? listing.roles.get(key) : undefined;
+    const has = listed ?? (any && !any.pending ? any.role_ids : undefined);
     const frozen = member ? undefined : frozenPark(projectId, uid, record, input.rows, parks);
     if (frozen) {
-      // A park turned off without revoke keeps what it had, and grants nothing more. A key named by an event (one
-      // committed while the park was on, read late) or by the park's last pass still loses what the park's last
-      // mapping no longer gives: a user disabled, deleted or moved before the toggle keeps no access.
+      // A park turned off without revoke keeps what it had in its project, and grants nothing more. A key named by
+      // an event (one committed while the park was on, read late) or by the park's last pass still loses what the
+      // park's last mapping no longer gives: a user disabled, deleted or moved before the toggle keeps no access.
       if (!named) continue;
-      const want = frozenWant(uid, frozen, input.rows);
-      if (has !== undefined && sameRoles(has, want)) continue;
-      if (want.length > 0 && (has === undefined || !want.every((r) => has.includes(r)))) continue;
-      changes.set(uid, [...(changes.get(uid) ?? []), { projectId, uid, parkId: frozen.park_id, roleIds: want, member: false }]);
+      const frozenWants = frozenWant(uid, frozen, input.rows);
+      if (has !== undefined && sameRoles(has, frozenWants)) continue;
+      if (frozenWants.length > 0 && (has === undefined || !frozenWants.every((r) => has.includes(r)))) continue;
+      changes.set(uid, [...(changes.get(uid) ?? []), { projectId, uid, parkId: frozen.park_id, roleIds: frozenWants, member: false }]);
       continue;
     }
     const parkId =
-      input.rows.find((r) => r.yandex_uid === uid && parks.get(r.park_id)?.enabled && parks.get(r.park_id)?.project_id === projectId)?.park_id ?? record?.park_id ?? '';
+      input.rows.find((r) => r.yandex_uid === uid && parks(r.park_id)?.enabled && parks(r.park_id)?.project_id === projectId)?.park_id ?? any?.park_id ?? '';
     if (has !== undefined && sameRoles(has, want)) {
       // In sync. A member fleet-sync had no record of is adopted; a record of a uid that holds nothing and is no
       // member any more is forgotten (the uid is the call-center team's again).
@@ -179,21 +238,17 @@ export function planChanges(input: {
 
 /**
  * The park turned off without revoke that holds a non-member's (project, uid): the one its record names, or a park
- * of the uid's rows mapped to the project. Undefined when no such park holds it (the ordinary rules apply).
+ * of the uid's rows, when that park's project is still this one (a park remapped elsewhere keeps nothing here).
+ * Undefined when no such park holds it (the ordinary rules apply).
  */
-function frozenPark(
-  projectId: string,
-  uid: string,
-  record: GrantRecord | undefined,
-  rows: readonly UserRow[],
-  parks: Pick<ParkDirectory, 'get'>,
-): ParkSync | undefined {
-  const isFrozen = (p: ParkSync | undefined): p is ParkSync => Boolean(p && !p.enabled && !p.revoke_on_disable && p.project_id === projectId);
-  const byRecord = record ? parks.get(record.park_id) : undefined;
-  if (record && byRecord && !byRecord.enabled && !byRecord.revoke_on_disable) return byRecord;
-  if (record) return undefined;
+function frozenPark(projectId: string, uid: string, record: GrantRecord | undefined, rows: readonly UserRow[], parks: ParkView): ParkSync | undefined {
+  const isFrozen = (p: ParkSync | undefined): p is ParkSync => Boolean(p && !p.gone && !p.enabled && !p.revoke_on_disable && p.project_id === projectId);
+  if (record) {
+    const byRecord = parks(record.park_id);
+    return isFrozen(byRecord) ? byRecord : undefined;
+  }
   for (const r of rows) {
-    const p = parks.get(r.park_id);
+    const p = parks(r.park_id);
     if (r.yandex_uid === uid && isFrozen(p)) return p;
   }
   return undefined;
@@ -207,47 +262,47 @@ function frozenWant(uid: string, park: ParkSync, rows: readonly UserRow[]): stri
 }
 
 export function createApplier(deps: ApplierDeps): Applier {
-  const { pool, client, parks, metrics } = deps;
+  const { pool, client, metrics } = deps;
   const log = deps.log.child({ module: 'applier' });
   const lockChunk = deps.lockChunk ?? DEFAULT_LOCK_CHUNK;
 
   const desiredFor = async (uids: string[]) => {
-    const rows = await usersByUid(pool, uids);
-    return { desired: desiredGrants(rows, (id) => parks.get(id)), rows };
+    const { rows, records, parkRows, parkIds } = await uidState(pool, uids);
+    return { desired: desiredGrants(rows, parkView(parkRows, parkIds)), rows, records };
   };
 
   const plan = async (uids: string[], named: ReadonlySet<string>, options: SyncOptions): Promise<Plan> => {
-    const { rows, records, retries, parkRows, parkIds } = await uidState(pool, uids);
-    // The parks as the table has them now: the call_center_parks topic may not have reached the directory yet,
-    // and a user's change committed after its park's must be judged by the park's new state.
-    mergeParkRows(parks, parkRows, parkIds);
-    const desired = desiredGrants(rows, (id) => parks.get(id));
+    const inChunk = new Set(uids);
+    const touched = (options.touched ?? []).filter((t) => inChunk.has(t.uid));
+    // Read under the locks, parks included: the decision is never older than the events it applies.
+    const { rows, records, retries, parkRows, parkIds, nowMs } = await uidState(pool, uids, [...new Set(touched.map((t) => t.parkId))]);
+    const parks = parkView(parkRows, parkIds);
+    const desired = desiredGrants(rows, parks);
     const namedProjects = new Map<string, Set<string>>();
     const allNamed = new Set<string>();
     const name = (projectId: string, uid: string) => {
       allNamed.add(grantKey(projectId, uid));
       namedProjects.set(uid, (namedProjects.get(uid) ?? new Set()).add(projectId));
     };
-    const inChunk = new Set(uids);
-    for (const key of named) {
+    for (const key of [...named, ...touchedKeys(touched, parks)]) {
       const { projectId, uid } = splitGrantKey(key);
       if (inChunk.has(uid)) name(projectId, uid);
     }
     for (const r of retries) for (const projectId of r.projects) name(projectId, r.uid);
-    const { changes, adopted } = planChanges({ uids: inChunk, rows, records, desired, named: allNamed, ...(options.actual ? { actual: options.actual } : {}), parks });
+    const { changes, adopted } = planChanges({ uids: inChunk, rows, records, desired, named: allNamed, ...(options.listing ? { listing: options.listing } : {}), parks, nowMs });
     const rowsByUid = new Map<string, UserRow[]>();
     for (const r of rows) rowsByUid.set(r.yandex_uid!, [...(rowsByUid.get(r.yandex_uid!) ?? []), r]);
     const reached = new Set([...desired.keys()].map((k) => splitGrantKey(k).uid));
     const asked = new Set([...(options.profileChanged ?? []), ...retries.filter((r) => r.profile).map((r) => r.uid)]);
     const profiles = new Set([...asked].filter((u) => reached.has(u)));
-    return { changes, rowsByUid, profiles, adopted, retries, namedProjects };
+    return { changes, rowsByUid, profiles, adopted, retries, namedProjects, parks };
   };
 
   /** One chunk under its locks: plan, record what will be granted, call, settle, park what failed for now. */
   const syncChunk = async (uids: string[], named: ReadonlySet<string>, outcomes: Map<string, UidOutcome>, options: SyncOptions) => {
     const locks = await lockUids(pool, uids);
     try {
-      const { changes, rowsByUid, profiles, adopted, retries, namedProjects } = await plan(uids, named, options);
+      const { changes, rowsByUid, profiles, adopted, retries, namedProjects, parks } = await plan(uids, named, options);
       // Every change, revocations too, is recorded pending before its call: if the call lands and the settle does
       // not (the database went away), the record must not keep claiming what the call center held before.
       await recordPendingGrants(pool, [...changes.values()].flat());
@@ -255,6 +310,7 @@ export function createApplier(deps: ApplierDeps): Applier {
       const parked: ParkedUid[] = [];
 
       /** Every change of one uid: revocations first, then its profile, then grants; each refusal on its own. */
+      const callOptions = { ...(options.signal ? { signal: options.signal } : {}), ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}) };
       const applyUid = async (uid: string) => {
         const outcome = outcomes.get(uid)!;
         const fail = (e: unknown) => {
@@ -267,24 +323,28 @@ export function createApplier(deps: ApplierDeps): Applier {
           log.warn({ uid, code: e.code, err: e.message, details: e.details }, 'call center refused a change for good');
         };
         const rowsOfUid = rowsByUid.get(uid) ?? [];
-        const profileRow = rowsOfUid.find((r) => parks.get(r.park_id)?.enabled) ?? rowsOfUid[0];
+        const profileRow = rowsOfUid.find((r) => parks(r.park_id)?.enabled) ?? rowsOfUid[0];
         let profileSent = false;
         const putProfile = async () => {
           if (!profileRow) throw new FleetSyncError('CALL_CENTER_REJECTED', `no database row to create call-center user ${uid} from`);
-          await client.putUser(uid, profileOf(profileRow), { signal: options.signal });
+          await client.putUser(uid, profileOf(profileRow), callOptions);
           profileSent = true;
           outcome.profiles++;
           metrics.applies.inc({ kind: 'profile' });
         };
         const setRoles = async (change: Change) => {
           try {
-            await client.setRoles(change.projectId, uid, change.roleIds, { signal: options.signal });
+            await client.setRoles(change.projectId, uid, change.roleIds, callOptions);
           } catch (e) {
             if (!isFleetSyncError(e, 'CALL_CENTER_USER_MISSING')) throw e;
-            // The call center does not know the user: create it, then grant. A second 404 is not transient.
-            if (profileSent) throw new FleetSyncError('CALL_CENTER_REJECTED', e.message, { details: e.details });
+            // The call center does not know the user: create it, then grant. A second 404 is not transient: the
+            // call center refuses the grant for good (dead-lettered, never retried without end).
+            const refused = (again: FleetSyncError) => new FleetSyncError('CALL_CENTER_REJECTED', `${again.message} (after the user was created)`, { details: again.details });
+            if (profileSent) throw refused(e);
             await putProfile();
-            await client.setRoles(change.projectId, uid, change.roleIds, { signal: options.signal });
+            await client.setRoles(change.projectId, uid, change.roleIds, { signal: options.signal }).catch((again: unknown) => {
+              throw isFleetSyncError(again, 'CALL_CENTER_USER_MISSING') ? refused(again) : again;
+            });
           }
           const revoked = change.roleIds.length === 0;
           if (revoked) outcome.revoked++;
@@ -299,7 +359,9 @@ export function createApplier(deps: ApplierDeps): Applier {
         for (const change of ordered.filter((c) => c.roleIds.length > 0)) await setRoles(change).catch(fail);
         if (outcome.parked) {
           const projects = new Set([...(namedProjects.get(uid) ?? []), ...ordered.map((c) => c.projectId)]);
-          parked.push({ uid, projects: [...projects], profile: profiles.has(uid), error: outcome.parked.message, events: options.eventsOf?.(uid) ?? [] });
+          // A uid also refused for good has its events dead-lettered by the caller now: they are not parked too.
+          const events = outcome.error ? [] : (options.eventsOf?.(uid) ?? []);
+          parked.push({ uid, projects: [...projects], profile: profiles.has(uid), error: outcome.parked.message, events });
         }
       };
 

@@ -1,5 +1,5 @@
-// What the sink, the sweep and the replay share to reach the call center: one pool, one client, the park
-// directory and the applier. A command's main builds it once and hands it to its stages.
+// What the sink, the sweep and the replay share to reach the call center: one pool, one client and the applier
+// (which reads park settings from the table under each uid's lock: there is no park cache to share). A command's main builds it once and hands it to its stages.
 import pg from 'pg';
 import { callCenterClientDepsFromConfig, createCallCenterClient, type CallCenterClient } from '../callcenter/client.js';
 import type { Config } from '../config.js';
@@ -7,29 +7,23 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { createApplier, type Applier } from './applier.js';
 import { createKeyedLock } from './locks.js';
-import { createParkDirectory, loadParks, type ParkDirectory } from './parks.js';
 
 export interface SyncContext {
   pool: pg.Pool;
   client: CallCenterClient;
-  parks: ParkDirectory;
   applier: Applier;
-  /** Fills the park directory from the table: for processes that do not follow the call_center_parks topic. */
-  loadParks(): Promise<void>;
   close(): Promise<void>;
 }
 
 export function createSyncContext(deps: { config: Config; log: Logger; metrics: Metrics; client?: CallCenterClient }): SyncContext {
   const { config, metrics } = deps;
-  // Each batch in flight (one per partition) and the sweep hold a connection for their uid locks.
-  const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: Math.max(16, config.TOPIC_PARTITIONS * 2 + 4) });
+  // Each batch in flight (one per partition), each park sweep running and the retry loop hold a connection for their uid locks.
+  const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: Math.max(16, config.TOPIC_PARTITIONS * 2 + 10) });
   pool.on('error', (e) => deps.log.warn({ err: e.message }, 'idle database connection failed'));
   const client = deps.client ?? createCallCenterClient(callCenterClientDepsFromConfig(config, deps.log, metrics));
-  const parks = createParkDirectory();
   const applier = createApplier({
     pool,
     client,
-    parks,
     locks: createKeyedLock(),
     log: deps.log,
     metrics,
@@ -39,9 +33,7 @@ export function createSyncContext(deps: { config: Config; log: Logger; metrics: 
   return {
     pool,
     client,
-    parks,
     applier,
-    loadParks: () => loadParks(pool, parks),
     async close() {
       if (!deps.client) await client.close();
       await pool.end().catch(() => {});

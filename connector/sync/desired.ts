@@ -10,8 +10,10 @@ export interface ParkSync {
   yandex_team_role_id: string | null;
   enabled: boolean;
   revoke_on_disable: boolean;
-  /** grows with every write of the row, in commit order; the newer of two versions of a park wins */
-  version: number;
+  /** When sync was last turned off (the database's clock); null while it never was. */
+  disabled_at_ms: number | null;
+  /** The park's call_center_parks row is gone (deleted or truncated): off with revoke, its project unknown. */
+  gone?: boolean;
 }
 
 export interface UserRow {
@@ -31,9 +33,10 @@ export interface UserRow {
 export function rolesInPark(user: UserRow, park: ParkSync): string[] {
   if (!park.enabled || user.park_id !== park.park_id || !user.yandex_uid || !user.is_enabled) return [];
   if (user.is_yandex_team) return park.yandex_team_role_id ? [park.yandex_team_role_id] : [];
-  if (user.role_id === null) return [];
+  // Exact keys only (SPEC §5): a role id such as `constructor` must not find Object.prototype's.
+  if (user.role_id === null || !Object.hasOwn(park.role_map, user.role_id)) return [];
   const mapped = park.role_map[user.role_id];
-  return mapped ? [mapped] : [];
+  return typeof mapped === 'string' && mapped !== '' ? [mapped] : [];
 }
 
 export const grantKey = (projectId: string, uid: string) => `${projectId}\u0000${uid}`;
@@ -59,20 +62,6 @@ export function desiredGrants(rows: readonly UserRow[], parks: (parkId: string) 
     for (const r of rolesInPark(row, park)) set.add(r);
   }
   return new Map([...out].map(([k, v]) => [k, [...v].sort()]));
-}
-
-/**
- * The (project, uid) keys a change's rows reach through enabled parks: an event's old and new row. fleet-sync
- * manages each of them, even once no row shows it any more (a delete, a move to another park, a new uid).
- */
-export function managedKeys(rows: readonly (UserRow | null | undefined)[], parks: (parkId: string) => ParkSync | undefined): string[] {
-  const keys: string[] = [];
-  for (const row of rows) {
-    if (!row?.yandex_uid) continue;
-    const park = parks(row.park_id);
-    if (park?.enabled) keys.push(grantKey(park.project_id, row.yandex_uid));
-  }
-  return keys;
 }
 
 export function sameRoles(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {

@@ -17,31 +17,36 @@ export interface UidState {
   rows: UserRow[];
   records: GrantRecord[];
   retries: RetryRow[];
-  /** The call_center_parks rows of every park the rows and records name, and the ids asked for. */
+  /** The call_center_parks rows of every park the rows, records and `alsoParks` name, and those ids. */
   parkRows: Record<string, unknown>[];
   parkIds: string[];
+  /** The database's clock at the read (ms). */
+  nowMs: number;
 }
 
 /**
- * The uids' user rows, grant records and parked retries, with the parks they name, as one statement: the applier
- * reads these for every chunk it applies, and four round trips cost the sink more than the work they feed.
+ * The uids' user rows, grant records and parked retries, with the parks they name (and `alsoParks`: the parks of
+ * the events being applied), as one statement, read under the uids' locks: every decision about these uids is
+ * taken from it. Four round trips would cost the sink more than the work they feed.
  */
-export async function uidState(db: pg.Pool | pg.PoolClient, uids: string[]): Promise<UidState> {
-  if (uids.length === 0) return { rows: [], records: [], retries: [], parkRows: [], parkIds: [] };
-  const { rows } = await db.query<{ users: UserRow[]; grants: GrantRecord[]; retries: RetryRow[]; parks: Record<string, unknown>[]; park_ids: string[] }>(
+export async function uidState(db: pg.Pool | pg.PoolClient, uids: string[], alsoParks: string[] = []): Promise<UidState> {
+  if (uids.length === 0) return { rows: [], records: [], retries: [], parkRows: [], parkIds: [], nowMs: Date.now() };
+  const { rows } = await db.query<{ users: UserRow[]; grants: GrantRecord[]; retries: RetryRow[]; parks: Record<string, unknown>[]; park_ids: string[]; now_ms: number }>(
     `WITH u AS (SELECT ${USER_COLUMNS} FROM users WHERE yandex_uid = ANY($1::text[])),
-          g AS (SELECT project_id, uid, park_id, role_ids, pending FROM call_center_grants WHERE uid = ANY($1::text[])),
+          g AS (SELECT project_id, uid, park_id, role_ids, pending, managed, (extract(epoch FROM updated_at) * 1000)::float8 AS updated_ms
+                FROM call_center_grants WHERE uid = ANY($1::text[])),
           r AS (SELECT uid, projects, profile, generation::text AS generation, attempts, events, last_error FROM call_center_retries WHERE uid = ANY($1::text[])),
-          ids AS (SELECT park_id FROM u UNION SELECT park_id FROM g)
+          ids AS (SELECT park_id FROM u UNION SELECT park_id FROM g UNION SELECT unnest($2::text[]))
      SELECT (SELECT coalesce(json_agg(u), '[]') FROM u) AS users,
             (SELECT coalesce(json_agg(g), '[]') FROM g) AS grants,
             (SELECT coalesce(json_agg(r), '[]') FROM r) AS retries,
             (SELECT coalesce(json_agg(p), '[]') FROM call_center_parks p WHERE p.park_id IN (SELECT park_id FROM ids)) AS parks,
-            (SELECT coalesce(json_agg(park_id), '[]') FROM ids) AS park_ids`,
-    [uids],
+            (SELECT coalesce(json_agg(park_id), '[]') FROM ids) AS park_ids,
+            (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms`,
+    [uids, alsoParks],
   );
   const row = rows[0]!;
-  return { rows: row.users, records: row.grants, retries: row.retries, parkRows: row.parks, parkIds: row.park_ids };
+  return { rows: row.users, records: row.grants, retries: row.retries, parkRows: row.parks, parkIds: row.park_ids, nowMs: row.now_ms };
 }
 
 /** One page of a park's users in id order (keyset), for the sweep. */
@@ -59,13 +64,20 @@ export interface GrantRecord {
   park_id: string;
   role_ids: string[];
   pending: boolean;
+  /**
+   * False for a tombstone: fleet-sync took this (project, uid)'s access away and no longer manages it. Kept for a
+   * while so that a call-center listing taken before that revocation is known to be older than it.
+   */
+  managed: boolean;
+  /** When the record last changed (the database's clock, ms): a listing taken before it is older than the record. */
+  updated_ms: number;
 }
 
 /** uids fleet-sync granted something to: all, or those of a park or of a project (either matches). */
 export async function grantedUids(db: pg.Pool, where: { parkId?: string; projectId?: string } = {}): Promise<string[]> {
   const all = where.parkId === undefined && where.projectId === undefined;
   const { rows } = await db.query<{ uid: string }>(
-    `SELECT DISTINCT uid FROM call_center_grants WHERE $3 OR park_id = $1 OR project_id = $2`,
+    `SELECT DISTINCT uid FROM call_center_grants WHERE managed AND ($3 OR park_id = $1 OR project_id = $2)`,
     [where.parkId ?? null, where.projectId ?? null, all],
   );
   return rows.map((r) => r.uid);
@@ -78,11 +90,11 @@ export async function grantedUids(db: pg.Pool, where: { parkId?: string; project
 export async function recordPendingGrants(db: pg.Pool | pg.PoolClient, grants: { projectId: string; uid: string; parkId: string; roleIds: string[] }[]): Promise<void> {
   if (grants.length === 0) return;
   await db.query(
-    `INSERT INTO call_center_grants (project_id, uid, park_id, role_ids, pending)
-     SELECT g.project_id, g.uid, g.park_id, ARRAY(SELECT jsonb_array_elements_text(g.role_ids)), true
+    `INSERT INTO call_center_grants (project_id, uid, park_id, role_ids, pending, managed)
+     SELECT g.project_id, g.uid, g.park_id, ARRAY(SELECT jsonb_array_elements_text(g.role_ids)), true, true
      FROM jsonb_to_recordset($1::jsonb) AS g(project_id text, uid text, park_id text, role_ids jsonb)
      ON CONFLICT (project_id, uid) DO UPDATE
-       SET park_id = EXCLUDED.park_id, role_ids = EXCLUDED.role_ids, pending = true, updated_at = now()`,
+       SET park_id = EXCLUDED.park_id, role_ids = EXCLUDED.role_ids, pending = true, managed = true, updated_at = clock_timestamp()`,
     [JSON.stringify(grants.map((g) => ({ project_id: g.projectId, uid: g.uid, park_id: g.parkId, role_ids: g.roleIds })))],
   );
 }
@@ -95,7 +107,8 @@ export interface SettledGrant {
   roleIds: string[];
   /**
    * The uid is a user of an enabled park mapped to the project: its record stays (even with []) so that the
-   * uid stays managed. A revoked uid that is no such user is forgotten (the call-center team's to manage again).
+   * uid stays managed. A revoked uid that is no such user is forgotten (the call-center team's to manage again):
+   * its record stays a while as a tombstone (managed false, no roles).
    */
   member: boolean;
 }
@@ -105,23 +118,32 @@ export async function settleGrants(db: pg.Pool | pg.PoolClient, settled: Settled
   if (settled.length === 0) return;
   const payload = JSON.stringify(settled.map((s) => ({ project_id: s.projectId, uid: s.uid, park_id: s.parkId, role_ids: s.roleIds, keep: s.member || s.roleIds.length > 0 })));
   await db.query(
-    `WITH s AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS s(project_id text, uid text, park_id text, role_ids jsonb, keep boolean)),
-     gone AS (DELETE FROM call_center_grants g USING s WHERE NOT s.keep AND g.project_id = s.project_id AND g.uid = s.uid)
-     INSERT INTO call_center_grants (project_id, uid, park_id, role_ids, pending)
-     SELECT project_id, uid, park_id, ARRAY(SELECT jsonb_array_elements_text(role_ids)), false FROM s WHERE keep
-     ON CONFLICT (project_id, uid) DO UPDATE SET park_id = EXCLUDED.park_id, role_ids = EXCLUDED.role_ids, pending = false, updated_at = now()`,
+    `INSERT INTO call_center_grants (project_id, uid, park_id, role_ids, pending, managed)
+     SELECT s.project_id, s.uid, s.park_id, ARRAY(SELECT jsonb_array_elements_text(s.role_ids)), false, s.keep
+     FROM jsonb_to_recordset($1::jsonb) AS s(project_id text, uid text, park_id text, role_ids jsonb, keep boolean)
+     ON CONFLICT (project_id, uid) DO UPDATE
+       SET park_id = EXCLUDED.park_id, role_ids = EXCLUDED.role_ids, pending = false, managed = EXCLUDED.managed, updated_at = clock_timestamp()`,
     [payload],
   );
 }
 
-/** Of these uids, those fleet-sync holds no record of in the project: the sweep's candidates for adoption. */
-export async function unrecordedUids(db: pg.Pool, projectId: string, uids: string[]): Promise<string[]> {
-  if (uids.length === 0) return [];
-  const { rows } = await db.query<{ uid: string }>(
-    `SELECT u AS uid FROM unnest($2::text[]) AS u WHERE NOT EXISTS (SELECT 1 FROM call_center_grants g WHERE g.project_id = $1 AND g.uid = u)`,
-    [projectId, uids],
+/** The database's clock now (ms): a call-center listing is as old as the moment it started. */
+export async function databaseNowMs(db: pg.Pool | pg.PoolClient): Promise<number> {
+  const { rows } = await db.query<{ ms: number }>('SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS ms');
+  return rows[0]!.ms;
+}
+
+/** How long a tombstone is kept; a listing older than this is never trusted (the applier asks for a fresh one). */
+export const TOMBSTONE_KEEP_MS = 2 * 60 * 60 * 1000;
+
+/** Forgets tombstones older than TOMBSTONE_KEEP_MS, a bounded number at a time. */
+export async function pruneTombstones(db: pg.Pool): Promise<number> {
+  const { rowCount } = await db.query(
+    `DELETE FROM call_center_grants WHERE ctid IN (
+       SELECT ctid FROM call_center_grants WHERE NOT managed AND NOT pending AND updated_at < now() - make_interval(secs => $1::float8 / 1000.0) LIMIT 10000)`,
+    [TOMBSTONE_KEEP_MS],
   );
-  return rows.map((r) => r.uid);
+  return rowCount ?? 0;
 }
 
 /** Every uid with a yandex_uid among a park's rows: whom a park off with revoke takes access from. */
@@ -188,23 +210,31 @@ export interface ParkProgress {
   lastCommitTsMs: number | null;
 }
 
-export async function recordProgress(db: pg.Pool, progress: ParkProgress[]): Promise<void> {
-  if (progress.length === 0) return;
-  await db.query(
-    `INSERT INTO call_center_sync_progress AS p (park_id, last_event_at, last_event_lsn, last_commit_ts, events_applied, skipped_no_uid, dead_lettered)
-     SELECT x.park_id, now(), x.lsn, to_timestamp(x.commit_ms / 1000.0), x.events, x.skipped, x.dead
-     FROM jsonb_to_recordset($1::jsonb) AS x(park_id text, lsn text, commit_ms double precision, events bigint, skipped bigint, dead bigint)
+/**
+ * Counts a batch's events for the parks that sync now (the table says which, not a cache); returns how many events
+ * of those parks carried no yandex_uid.
+ */
+export async function recordProgress(db: pg.Pool, progress: ParkProgress[]): Promise<number> {
+  if (progress.length === 0) return 0;
+  const { rows } = await db.query<{ skipped: string }>(
+    `WITH x AS (SELECT x.* FROM jsonb_to_recordset($1::jsonb) AS x(park_id text, lsn text, commit_ms double precision, events bigint, skipped bigint, dead bigint)
+                WHERE EXISTS (SELECT 1 FROM call_center_parks c WHERE c.park_id = x.park_id AND c.enabled)),
+     written AS (
+     INSERT INTO call_center_sync_progress AS p (park_id, last_event_at, last_event_lsn, last_commit_ts, events_applied, skipped_no_uid, dead_lettered)
+     SELECT x.park_id, now(), x.lsn, to_timestamp(x.commit_ms / 1000.0), x.events, x.skipped, x.dead FROM x
      ON CONFLICT (park_id) DO UPDATE SET
        last_event_at = now(),
        last_event_lsn = COALESCE(EXCLUDED.last_event_lsn, p.last_event_lsn),
        last_commit_ts = COALESCE(EXCLUDED.last_commit_ts, p.last_commit_ts),
        events_applied = p.events_applied + EXCLUDED.events_applied,
        skipped_no_uid = p.skipped_no_uid + EXCLUDED.skipped_no_uid,
-       dead_lettered = p.dead_lettered + EXCLUDED.dead_lettered`,
+       dead_lettered = p.dead_lettered + EXCLUDED.dead_lettered)
+     SELECT coalesce(sum(skipped), 0) AS skipped FROM x`,
     [
       JSON.stringify(
         progress.map((p) => ({ park_id: p.parkId, lsn: p.lastLsn, commit_ms: p.lastCommitTsMs, events: p.events, skipped: p.skippedNoUid, dead: p.deadLettered })),
       ),
     ],
   );
+  return Number(rows[0]?.skipped ?? 0);
 }

@@ -70,6 +70,19 @@ export async function clearRetries(db: pg.Pool, done: { uid: string; generation:
   );
 }
 
+/** Drops events just dead-lettered from a parked uid that stays parked, so they are never dead-lettered twice. */
+export async function forgetRetryEvents(db: pg.Pool, uid: string, events: ParkedEvent[]): Promise<void> {
+  if (events.length === 0) return;
+  await db.query(
+    `UPDATE call_center_retries SET events = (
+       SELECT coalesce(jsonb_agg(e), '[]'::jsonb) FROM jsonb_array_elements(events) AS e
+       WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements($2::jsonb) AS d
+                         WHERE d->>'topic' = e->>'topic' AND d->>'partition' = e->>'partition' AND d->>'offset' = e->>'offset'))
+     WHERE uid = $1`,
+    [uid, JSON.stringify(events)],
+  );
+}
+
 /**
  * Takes up to `limit` parked uids whose time has come, leasing them for `leaseMs` (another sink member skips
  * them meanwhile; a crashed one's lease runs out and the uid is taken again).
@@ -89,14 +102,20 @@ export async function countRetries(db: pg.Pool): Promise<number> {
   return Number(rows[0]!.n);
 }
 
-/** A park's sweep, asked for durably before the offset of the park change that asks for it is committed. */
-export async function requestParkSweeps(db: pg.Pool, requests: { parkId: string; reason: string }[]): Promise<void> {
+/**
+ * A park's sweep, asked for durably before the offset of the park change that asks for it is committed. A request
+ * made while the park's sweep runs waits for it (the lease) and runs right after, with the newer settings. A
+ * request with a `cause` already pending (a truncate's copy on another partition) changes nothing.
+ */
+export async function requestParkSweeps(db: pg.Pool, requests: { parkId: string; reason: string; cause?: string }[]): Promise<void> {
   if (requests.length === 0) return;
   await db.query(
-    `INSERT INTO call_center_park_sweeps AS s (park_id, reason)
-     SELECT r.park_id, r.reason FROM jsonb_to_recordset($1::jsonb) AS r(park_id text, reason text)
-     ON CONFLICT (park_id) DO UPDATE SET reason = EXCLUDED.reason, attempts = 0, generation = s.generation + 1, next_at = now(), requested_at = now()`,
-    [JSON.stringify(requests.map((r) => ({ park_id: r.parkId, reason: r.reason })))],
+    `INSERT INTO call_center_park_sweeps AS s (park_id, reason, cause)
+     SELECT DISTINCT ON (r.park_id) r.park_id, r.reason, r.cause FROM jsonb_to_recordset($1::jsonb) AS r(park_id text, reason text, cause text)
+     ON CONFLICT (park_id) DO UPDATE SET reason = EXCLUDED.reason, cause = EXCLUDED.cause, attempts = 0, generation = s.generation + 1,
+       next_at = now(), requested_at = now(), last_error = NULL
+     WHERE EXCLUDED.cause IS NULL OR s.cause IS DISTINCT FROM EXCLUDED.cause`,
+    [JSON.stringify(requests.map((r) => ({ park_id: r.parkId, reason: r.reason, cause: r.cause ?? null })))],
   );
 }
 
@@ -104,13 +123,20 @@ export interface ParkSweepRequest {
   park_id: string;
   reason: string;
   generation: string;
+  lease_token: string;
 }
 
+/**
+ * Leases the most urgent due sweep no member runs: revocations (a park turned off, a truncate) before backfills
+ * and the interval, so a turned-off park never waits behind another park's long backfill.
+ */
 export async function claimDueParkSweep(db: pg.Pool, leaseMs: number): Promise<ParkSweepRequest | null> {
   const { rows } = await db.query<ParkSweepRequest>(
-    `UPDATE call_center_park_sweeps SET next_at = now() + make_interval(secs => $1::float8 / 1000.0)
-     WHERE park_id = (SELECT park_id FROM call_center_park_sweeps WHERE next_at <= now() ORDER BY next_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-     RETURNING park_id, reason, generation::text`,
+    `UPDATE call_center_park_sweeps SET leased_until = now() + make_interval(secs => $1::float8 / 1000.0), lease_token = md5(random()::text || clock_timestamp()::text)
+     WHERE park_id = (SELECT park_id FROM call_center_park_sweeps
+                      WHERE next_at <= now() AND (leased_until IS NULL OR leased_until < now())
+                      ORDER BY reason IN ('park_off', 'truncate') DESC, next_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+     RETURNING park_id, reason, generation::text, lease_token`,
     [leaseMs],
   );
   return rows[0] ?? null;
@@ -118,23 +144,31 @@ export async function claimDueParkSweep(db: pg.Pool, leaseMs: number): Promise<P
 
 /** Keeps a running sweep's lease. */
 export async function renewParkSweep(db: pg.Pool, request: ParkSweepRequest, leaseMs: number): Promise<void> {
-  await db.query(`UPDATE call_center_park_sweeps SET next_at = now() + make_interval(secs => $3::float8 / 1000.0) WHERE park_id = $1 AND generation = $2`, [
+  await db.query(`UPDATE call_center_park_sweeps SET leased_until = now() + make_interval(secs => $3::float8 / 1000.0) WHERE park_id = $1 AND lease_token = $2`, [
     request.park_id,
-    request.generation,
+    request.lease_token,
     leaseMs,
   ]);
 }
 
-/** Done: forgotten unless asked for again meanwhile (then the newer request runs too). */
+/** Done: forgotten unless asked for again meanwhile (then the lease is given up and the newer request runs). */
 export async function finishParkSweep(db: pg.Pool, request: ParkSweepRequest): Promise<void> {
-  await db.query('DELETE FROM call_center_park_sweeps WHERE park_id = $1 AND generation = $2', [request.park_id, request.generation]);
+  await db.query(
+    `WITH done AS (DELETE FROM call_center_park_sweeps WHERE park_id = $1 AND generation = $2 AND lease_token = $3 RETURNING 1)
+     UPDATE call_center_park_sweeps SET leased_until = NULL, lease_token = NULL WHERE park_id = $1 AND lease_token = $3 AND NOT EXISTS (SELECT 1 FROM done)`,
+    [request.park_id, request.generation, request.lease_token],
+  );
 }
 
+/** Failed for now: tried again after a backoff, unless asked for again meanwhile (then the newer request runs now). */
 export async function deferParkSweep(db: pg.Pool, request: ParkSweepRequest, error: string, backoff: { baseMs: number; maxDelayMs: number }): Promise<void> {
   await db.query(
-    `UPDATE call_center_park_sweeps SET attempts = attempts + 1, last_error = $3,
-       next_at = now() + make_interval(secs => least($5::float8, $4::float8 * power(2, least(attempts, 20))) / 1000.0 * (0.5 + random() / 2))
-     WHERE park_id = $1 AND generation = $2`,
-    [request.park_id, request.generation, error, backoff.baseMs, backoff.maxDelayMs],
+    `UPDATE call_center_park_sweeps SET leased_until = NULL, lease_token = NULL, last_error = $4,
+       attempts = CASE WHEN generation = $2 THEN attempts + 1 ELSE attempts END,
+       next_at = CASE WHEN generation = $2
+                 THEN now() + make_interval(secs => least($6::float8, $5::float8 * power(2, least(attempts, 20))) / 1000.0 * (0.5 + random() / 2))
+                 ELSE next_at END
+     WHERE park_id = $1 AND lease_token = $3`,
+    [request.park_id, request.generation, request.lease_token, error, backoff.baseMs, backoff.maxDelayMs],
   );
 }

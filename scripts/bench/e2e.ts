@@ -183,7 +183,6 @@ try {
   }
   sim.resetCalls();
   const stack = createSyncStack({ config, log: createLogger('warn'), metrics: createMetrics({ defaultMetrics: false }) });
-  await stack.sync.loadParks();
   const sweepStart = performance.now();
   const counts = await stack.reconciler.reconcilePark('p2', 'manual');
   const sweepSeconds = (performance.now() - sweepStart) / 1000;

@@ -19,7 +19,8 @@ export async function expectedGrants(db: Pick<pg.Pool, 'query'>): Promise<Grants
     const { rows } = await db.query('SELECT yandex_uid, role_id, is_enabled, is_yandex_team FROM users WHERE park_id = $1 AND yandex_uid IS NOT NULL', [park.park_id]);
     for (const u of rows) {
       let role: string | null | undefined = null;
-      if (u.is_enabled) role = u.is_yandex_team ? park.yandex_team_role_id : u.role_id ? park.role_map[u.role_id] : null;
+      // Role ids are exact keys of role_map (SPEC §5): `constructor` is not Object.prototype's.
+      if (u.is_enabled) role = u.is_yandex_team ? park.yandex_team_role_id : u.role_id && Object.hasOwn(park.role_map, u.role_id) ? park.role_map[u.role_id] : null;
       if (!role) continue;
       const project = (out[park.project_id] ??= {});
       project[u.yandex_uid] = [...new Set([...(project[u.yandex_uid] ?? []), role])].sort();
