@@ -87,7 +87,7 @@ describe('touchedKeys: the (project, uid) an event names, by the park as the tab
     ['a park whose sync row is gone: its records decide', { parkId: 'gone', commitTsMs: 1 }, []],
     ['a park with no sync row at all', { parkId: 'never', commitTsMs: 1 }, []],
   ])('%s', (_name, t, expected) => {
-    expect(touchedKeys([{ ...t, uid: 'u1' }], parks)).toEqual(expected);
+    expect([...touchedKeys([{ ...t, uid: 'u1' }], parks).keys()]).toEqual(expected);
   });
 });
 
@@ -110,7 +110,7 @@ describe('planChanges: who is managed, and what is written', () => {
       rows,
       records: input.records ?? [],
       desired: desiredGrants(rows, parks),
-      named: new Set(input.named ?? []),
+      named: new Map((input.named ?? []).map((k) => [k, ''])),
       ...(input.actual ? { listing: { roles: new Map(input.actual.map(([k, v]) => [grantKey(input.project ?? 'proj-on', k), v])), takenAtMs: input.listedAtMs ?? 2_000 } } : {}),
       parks,
     });

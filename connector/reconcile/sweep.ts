@@ -76,7 +76,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
             const listing = park.project_id ? await listProject(park.project_id, options) : undefined;
             const holders = listing ? members.filter((uid) => (listing.roles.get(grantKey(park.project_id, uid))?.length ?? 0) > 0) : [];
             const uids = [...new Set([...granted, ...holders])];
-            const outcomes = await applier.syncUids(uids, { managed, ...(listing ? { listing: pick(listing, park.project_id, uids) } : {}), ...applyOptions(options) });
+            const outcomes = await applier.syncUids(uids, { managed, managedBy: parkId, ...(listing ? { listing: pick(listing, park.project_id, uids) } : {}), ...applyOptions(options) });
             tally(counts, outcomes);
             if (![...outcomes.values()].some((o) => o.revoked > 0)) break;
           }
@@ -86,7 +86,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
           // mapping no longer gives; and what it granted in a project it was mapped to before goes.
           const granted = await grantedUids(pool, { parkId });
           const named = granted.map((uid) => grantKey(park.project_id, uid));
-          tally(counts, await applier.syncUids(granted, { managed: named, ...applyOptions(options) }));
+          tally(counts, await applier.syncUids(granted, { managed: named, managedBy: parkId, ...applyOptions(options) }));
         }
       } else {
         // Grants this park gave in another project first (its mapping moved): they never wait for the new project,
@@ -199,7 +199,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       const { rows } = await pool.query<{ park_id: string }>(
         `SELECT park_id FROM call_center_parks WHERE enabled
          UNION SELECT DISTINCT g.park_id FROM call_center_grants g LEFT JOIN call_center_parks p USING (park_id)
-         WHERE g.managed AND (p.park_id IS NULL OR (NOT p.enabled AND (p.revoke_on_disable OR p.project_id <> g.project_id)))`,
+         WHERE g.managed AND g.park_id <> '' AND (p.park_id IS NULL OR (NOT p.enabled AND (p.revoke_on_disable OR p.project_id <> g.project_id)))`,
       );
       const results = new Map<string, SweepCounts>();
       for (const { park_id } of rows) {

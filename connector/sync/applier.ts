@@ -51,6 +51,8 @@ export interface SyncOptions {
   listing?: Listing;
   /** (project, uid) keys fleet-sync manages though no row of an enabled park may show them now: a park's revocation. */
   managed?: Iterable<string>;
+  /** The park whose revocation or last pass names the `managed` keys. */
+  managedBy?: string;
   /**
    * The rows the events carried (old and new): each names (the park's project, uid) when the park syncs now, or
    * was turned off after the event committed: a delete, a move out, a changed uid.
@@ -159,18 +161,18 @@ function chunks<T>(items: T[], size: number): T[][] {
   return out;
 }
 
-/** The (project, uid) keys the events' rows name: parks that sync now, or were turned off after the event. */
-export function touchedKeys(touched: readonly TouchedRow[], parks: ParkView): string[] {
-  const keys = new Set<string>();
+/** The (project, uid) keys the events' rows name, with the park that names each: parks that sync now, or were turned off after the event. */
+export function touchedKeys(touched: readonly TouchedRow[], parks: ParkView): Map<string, string> {
+  const keys = new Map<string, string>();
   for (const t of touched) {
     const park = parks(t.parkId);
     if (!park || park.gone || !park.project_id) continue;
     // disabled_at is the toggle's start (the database's clock, as the commit time is): an event committed by then
     // was the park's while it synced; one committed after is not followed (off without revoke grants nothing more).
     const wasOn = park.disabled_at_ms !== null && (t.commitTsMs === null || t.commitTsMs <= park.disabled_at_ms);
-    if (park.enabled || wasOn) keys.add(grantKey(park.project_id, t.uid));
+    if (park.enabled || wasOn) keys.set(grantKey(park.project_id, t.uid), park.park_id);
   }
-  return [...keys];
+  return keys;
 }
 
 /**
@@ -183,7 +185,8 @@ export function planChanges(input: {
   rows: readonly UserRow[];
   records: readonly GrantRecord[];
   desired: ReadonlyMap<string, string[]>;
-  named: ReadonlySet<string>;
+  /** Keys named by an event or a revocation, with the park that names them ('' when none is known). */
+  named: ReadonlyMap<string, string>;
   listing?: Listing;
   parks: ParkView;
   /** The database's clock when the state was read: a listing older than a tombstone's keeping is not trusted. */
@@ -193,7 +196,7 @@ export function planChanges(input: {
   const recorded = new Map(input.records.map((g) => [grantKey(g.project_id, g.uid), g]));
   const changes = new Map<string, Change[]>();
   const adopted: SettledGrant[] = [];
-  const keys = new Set([...desired.keys(), ...input.named, ...(listing?.roles.keys() ?? [])]);
+  const keys = new Set([...desired.keys(), ...input.named.keys(), ...(listing?.roles.keys() ?? [])]);
   for (const [key, g] of recorded) if (g.managed) keys.add(key);
   const listingUsable = listing !== undefined && (input.nowMs === undefined || input.nowMs - listing.takenAtMs < TOMBSTONE_KEEP_MS);
   for (const key of keys) {
@@ -224,7 +227,10 @@ export function planChanges(input: {
       continue;
     }
     const parkId =
-      input.rows.find((r) => r.yandex_uid === uid && parks(r.park_id)?.enabled && parks(r.park_id)?.project_id === projectId)?.park_id ?? any?.park_id ?? '';
+      input.rows.find((r) => r.yandex_uid === uid && parks(r.park_id)?.enabled && parks(r.park_id)?.project_id === projectId)?.park_id ||
+      any?.park_id ||
+      input.named.get(key) ||
+      '';
     if (has !== undefined && sameRoles(has, want)) {
       // In sync. A member fleet-sync had no record of is adopted; a record of a uid that holds nothing and is no
       // member any more is forgotten (the uid is the call-center team's again).
@@ -279,16 +285,17 @@ export function createApplier(deps: ApplierDeps): Applier {
     const parks = parkView(parkRows, parkIds);
     const desired = desiredGrants(rows, parks);
     const namedProjects = new Map<string, Set<string>>();
-    const allNamed = new Set<string>();
-    const name = (projectId: string, uid: string) => {
-      allNamed.add(grantKey(projectId, uid));
+    const allNamed = new Map<string, string>();
+    const name = (projectId: string, uid: string, parkId: string) => {
+      const key = grantKey(projectId, uid);
+      if (!allNamed.get(key)) allNamed.set(key, parkId);
       namedProjects.set(uid, (namedProjects.get(uid) ?? new Set()).add(projectId));
     };
-    for (const key of [...named, ...touchedKeys(touched, parks)]) {
+    for (const [key, parkId] of [...[...named].map((k) => [k, options.managedBy ?? ''] as const), ...touchedKeys(touched, parks)]) {
       const { projectId, uid } = splitGrantKey(key);
-      if (inChunk.has(uid)) name(projectId, uid);
+      if (inChunk.has(uid)) name(projectId, uid, parkId);
     }
-    for (const r of retries) for (const projectId of r.projects) name(projectId, r.uid);
+    for (const r of retries) for (const projectId of r.projects) name(projectId, r.uid, '');
     const { changes, adopted } = planChanges({ uids: inChunk, rows, records, desired, named: allNamed, ...(options.listing ? { listing: options.listing } : {}), parks, nowMs });
     const rowsByUid = new Map<string, UserRow[]>();
     for (const r of rows) rowsByUid.set(r.yandex_uid!, [...(rowsByUid.get(r.yandex_uid!) ?? []), r]);
