@@ -131,6 +131,19 @@ describe('access: every decision from state at least as new as what it decides',
     expect(holders(orphan.projectId)).toEqual([]);
   });
 
+  it('a uid in two parks of one project, earning its role through one: deleting that park\'s sync row takes the role', async () => {
+    const granting = await seedPark(p.db.pool, { users: 1 });
+    const other = await seedPark(p.db.pool, { users: 0, projectId: granting.projectId });
+    const uid = granting.uids[0]!;
+    // Its row in the other park earns nothing (disabled); the record may name either park.
+    await q(`INSERT INTO users (park_id, yandex_uid, login, name, role_id, is_enabled) VALUES ($1, $2, 'twin', 'Twin', $3, false)`, [other.parkId, uid, other.roles[0]]);
+    await waitForProject(p, granting.projectId, 'the grant through the first park');
+    expect(p.sim.rolesOf(granting.projectId, uid)).toEqual(['cc-operator']);
+    await q(`DELETE FROM call_center_parks WHERE park_id = $1`, [granting.parkId]);
+    await waitFor(() => p.sim.rolesOf(granting.projectId, uid).length === 0, { what: 'the role taken' });
+    await waitForProject(p, granting.projectId, 'the project as the database says');
+  });
+
   it('a park turned off with revoke is revoked while another park\'s long backfill still runs', async () => {
     const small = await seedPark(p.db.pool, { users: 3 });
     await waitForProject(p, small.projectId, 'the small park');

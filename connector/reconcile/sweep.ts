@@ -120,10 +120,14 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     );
   }
 
-  /** Every (project, uid) fleet-sync recorded for a park that has no sync row any more goes, in every project. */
+  /**
+   * A park that has no sync row any more: every uid fleet-sync recorded for it, and every user of its rows (a uid in
+   * two parks of one project may be recorded under the other), is decided again without it, in every project.
+   */
   async function revokeRecorded(parkId: string, counts: SweepCounts, options: SweepOptions) {
     for (let round = 0; round < 5; round++) {
-      const outcomes = await applier.syncUids(await grantedUids(pool, { parkId }), { ...applyOptions(options) });
+      const uids = [...new Set([...(await grantedUids(pool, { parkId })), ...(await uidsOfPark(pool, parkId))])];
+      const outcomes = await applier.syncUids(uids, { ...applyOptions(options) });
       tally(counts, outcomes);
       if (![...outcomes.values()].some((o) => o.revoked > 0)) break;
     }
