@@ -45,9 +45,10 @@ export interface RetryLoops {
 const RETRY_BATCH = 500;
 const RETRY_LEASE_MS = 15_000;
 const RETRY_LOCK_CHUNK = 32;
-// A sweep's lease is renewed while it runs (a large park's backfill takes minutes), and runs out soon after a
-// sink member dies with it.
-const SWEEP_LEASE_MS = 60_000;
+// A sweep's lease is renewed every third of it while it runs (a large park's backfill takes minutes), and runs out
+// soon after a sink member dies with it: a revocation it held waits at most this long for another member. Two
+// members sweeping one park at once (a renewal missed) only repeat work: every decision is taken under uid locks.
+const SWEEP_LEASE_MS = 15_000;
 // Park sweeps one member runs at once: a park turned off is swept while another park's long backfill runs.
 const SWEEP_WORKERS = 3;
 

@@ -219,11 +219,14 @@ export function planChanges(input: {
       // A park turned off without revoke keeps what it had in its project, and grants nothing more. A key named by
       // an event (one committed while the park was on, read late) or by the park's last pass still loses what the
       // park's last mapping no longer gives: a user disabled, deleted or moved before the toggle keeps no access.
+      // What it keeps is what it holds that the last mapping still gives (a remap just before the toggle counts):
+      // roles are only ever taken away here, never granted.
       if (!named) continue;
-      const frozenWants = frozenWant(uid, frozen, input.rows);
-      if (has !== undefined && sameRoles(has, frozenWants)) continue;
-      if (frozenWants.length > 0 && (has === undefined || !frozenWants.every((r) => has.includes(r)))) continue;
-      changes.set(uid, [...(changes.get(uid) ?? []), { projectId, uid, parkId: frozen.park_id, roleIds: frozenWants, member: false }]);
+      const allowed = frozenWant(uid, frozen, input.rows);
+      if (has === undefined && allowed.length > 0) continue; // not known what it holds: nothing is taken on a guess
+      const keep = (has ?? []).filter((r) => allowed.includes(r)).sort();
+      if (has !== undefined && sameRoles(has, keep)) continue;
+      changes.set(uid, [...(changes.get(uid) ?? []), { projectId, uid, parkId: frozen.park_id, roleIds: keep, member: false }]);
       continue;
     }
     const parkId =
