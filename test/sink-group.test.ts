@@ -84,6 +84,7 @@ describe('touchedKeys: the (project, uid) an event names, by the park as the tab
     ['a park turned off after the event committed', { parkId: 'off', commitTsMs: 5_000 }, [grantKey('proj-off', 'u1')]],
     ['a park turned off long before the event', { parkId: 'off', commitTsMs: 60_000 }, []],
     ['a park off without revoke, after the event', { parkId: 'kept', commitTsMs: 5_000 }, [grantKey('proj-kept', 'u1')]],
+    ['a park off without revoke, long after the event too: followed for what it takes away', { parkId: 'kept', commitTsMs: 60_000 }, [grantKey('proj-kept', 'u1')]],
     ['a park whose sync row is gone: its records decide', { parkId: 'gone', commitTsMs: 1 }, []],
     ['a park with no sync row at all', { parkId: 'never', commitTsMs: 1 }, []],
   ])('%s', (_name, t, expected) => {

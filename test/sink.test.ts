@@ -117,20 +117,27 @@ describe('sink: changes reach the call center by the SPEC §5 rules', () => {
     expect(Object.keys(heldGrants(p.sim)[`${park.projectId}-b`]!).sort()).toEqual([...park.uids].sort());
   });
 
-  it('a park turned off without revoke keeps its grants, and stops following its users', async () => {
+  it('a park turned off without revoke keeps its grants and grants nothing more; a user disabled after the toggle still loses the role', async () => {
     const park = await seedPark(p.db.pool, { users: 4 });
     await waitForProject(p, park.projectId, 'the backfill');
-    const held = heldGrants(p.sim)[park.projectId];
+    const held = heldGrants(p.sim)[park.projectId]!;
     await q(`UPDATE call_center_parks SET enabled = false, disabled_at = now(), revoke_on_disable = false WHERE park_id = $1`, [park.parkId]);
     await waitFor(async () => (await q(`SELECT 1 FROM reconcile_runs WHERE park_id = $1 AND reason = 'park_off' AND finished_at IS NOT NULL`, [park.parkId])).rowCount! >= 1, {
       what: 'the park_off sweep',
     });
+    p.sim.resetCalls();
     await q(`UPDATE users SET name = name || ' (renamed)' WHERE park_id = $1`, [park.parkId]);
+    await q(`UPDATE users SET role_id = $2 WHERE yandex_uid = $1`, [park.uids[1], park.roles[0]]);
+    await q(`INSERT INTO users (park_id, yandex_uid, login, name, role_id) VALUES ($1, $2, 'new', 'New', $3)`, [park.parkId, `${park.parkId}-new`, park.roles[0]]);
     await q(`UPDATE users SET is_enabled = false WHERE yandex_uid = $1`, [park.uids[0]]);
     await waitFor(() => groupCaughtUp(p), { what: 'the sink to process every change' });
-    // and a sweep of everything may not touch them either
+    await waitFor(() => p.sim.rolesOf(park.projectId, park.uids[0]!).length === 0, { what: 'the disabled user to lose the role' });
+    // and a sweep of everything agrees: the others keep what they held, a moved user loses the old role and is
+    // not granted the new one, the new user gets nothing, and no profile is sent
     await p.reconciler().sweepAll('interval');
-    expect(heldGrants(p.sim)[park.projectId]).toEqual(held);
+    const { [park.uids[0]!]: _disabled, [park.uids[1]!]: _moved, ...kept } = held;
+    expect(heldGrants(p.sim)[park.projectId]).toEqual(kept);
+    expect(p.sim.calls().byRoute['PUT /v1/users/:uid'] ?? 0).toBe(0);
   });
 
   it('a park turned off without revoke, read before an earlier disable still on its way: the disabled user loses the role, the others keep theirs', async () => {

@@ -198,12 +198,12 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     reconcilePark,
     async sweepAll(reason, options = {}) {
       await pruneTombstones(pool);
-      // Every park that syncs, and every park whose grants must still go: off with revoke, remapped away from the
-      // grant's project while off, or with no sync row at all (deleted, truncated).
+      // Every park that syncs, and every park fleet-sync still holds grants for that does not: off with revoke,
+      // off without revoke (what its users no longer earn by its last mapping goes), or with no sync row at all.
       const { rows } = await pool.query<{ park_id: string }>(
         `SELECT park_id FROM call_center_parks WHERE enabled
          UNION SELECT DISTINCT g.park_id FROM call_center_grants g LEFT JOIN call_center_parks p USING (park_id)
-         WHERE g.managed AND g.park_id <> '' AND (p.park_id IS NULL OR (NOT p.enabled AND (p.revoke_on_disable OR p.project_id <> g.project_id)))`,
+         WHERE g.managed AND g.park_id <> '' AND (p.park_id IS NULL OR NOT p.enabled)`,
       );
       const results = new Map<string, SweepCounts>();
       for (const { park_id } of rows) {

@@ -161,16 +161,20 @@ function chunks<T>(items: T[], size: number): T[][] {
   return out;
 }
 
-/** The (project, uid) keys the events' rows name, with the park that names each: parks that sync now, or were turned off after the event. */
+/**
+ * The (project, uid) keys the events' rows name, with the park that names each: parks that sync now, parks off
+ * without revoke, and parks turned off with revoke after the event committed.
+ */
 export function touchedKeys(touched: readonly TouchedRow[], parks: ParkView): Map<string, string> {
   const keys = new Map<string, string>();
   for (const t of touched) {
     const park = parks(t.parkId);
     if (!park || park.gone || !park.project_id) continue;
-    // disabled_at is the toggle's start (the database's clock, as the commit time is): an event committed by then
-    // was the park's while it synced; one committed after is not followed (off without revoke grants nothing more).
+    // A park off without revoke is still followed for what it takes away (never for grants): a user disabled,
+    // deleted or moved keeps no access it kept. Off with revoke, its sweep takes everything; an event committed by
+    // the toggle's start (disabled_at, the database's clock as the commit time is) was the park's while it synced.
     const wasOn = park.disabled_at_ms !== null && (t.commitTsMs === null || t.commitTsMs <= park.disabled_at_ms);
-    if (park.enabled || wasOn) keys.set(grantKey(park.project_id, t.uid), park.park_id);
+    if (park.enabled || !park.revoke_on_disable || wasOn) keys.set(grantKey(park.project_id, t.uid), park.park_id);
   }
   return keys;
 }
@@ -217,8 +221,8 @@ export function planChanges(input: {
     const frozen = member ? undefined : frozenPark(projectId, uid, record, input.rows, parks);
     if (frozen) {
       // A park turned off without revoke keeps what it had in its project, and grants nothing more. A key named by
-      // an event (one committed while the park was on, read late) or by the park's last pass still loses what the
-      // park's last mapping no longer gives: a user disabled, deleted or moved before the toggle keeps no access.
+      // an event or by the park's last pass still loses what the park's last mapping no longer gives: a user
+      // disabled, deleted or moved, before or after the toggle, keeps no access.
       // What it keeps is what it holds that the last mapping still gives (a remap just before the toggle counts):
       // roles are only ever taken away here, never granted.
       if (!named) continue;
