@@ -6,8 +6,15 @@
 // PostgreSQL stops in immediate mode and starts again. At the end the load stops and it checks: the call center
 // equals the database by SPEC §5 for every user of every enabled park, no committed change is missing from Kafka,
 // none was streamed twice, and no dead letter beyond the injected bad message. Exits 1 when a check fails.
+//
+// `npm run chaos -- --model [--seeds N | --seed S [--path P --replay-path R]]`: the model test of who holds which
+// call-center role (scripts/lib/model.ts), on the services DATABASE_URL and KAFKA_BROKERS name (else
+// `scripts/services up`). Each seed is a generated sequence of operations and faults, checked against SPEC §5;
+// a failing seed is shrunk within --shrink-s and printed with the command that replays it. Exits 1 when one fails.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
@@ -18,6 +25,7 @@ import { topicFor, type DecodedEnvelope } from '../connector/events.js';
 import { deadLetterTopic } from '../connector/kafka/topics.js';
 import { createSimulator } from '../simulator/simulator.js';
 import { fmt, freshDatabase } from './bench/common.js';
+import { formatFailure, MODEL_LOG_FILE, replayCommand, runModelSeed, type SeedResult } from './lib/model.js';
 import { canonical, expectedGrants, grantDiff, nonEmpty } from './lib/oracle.js';
 
 const run = promisify(execFile);
@@ -35,6 +43,18 @@ const { values: args } = parseArgs({
     keep: { type: 'boolean', default: false },
     // Replays a fault sequence: the stages killed in cycles 1, 2, … (0 source, 1 standby source, 2 sink 1, 3 sink 2).
     kills: { type: 'string' },
+    // The model test (scripts/lib/model.ts) instead of the load run.
+    model: { type: 'boolean', default: false },
+    seed: { type: 'string' },
+    seeds: { type: 'string', default: '5' },
+    'first-seed': { type: 'string' },
+    path: { type: 'string' },
+    'replay-path': { type: 'string' },
+    'max-commands': { type: 'string', default: '20' },
+    'shrink-s': { type: 'string', default: '300' },
+    'settle-s': { type: 'string', default: '45' },
+    simple: { type: 'boolean', default: false },
+    trace: { type: 'boolean', default: false },
   },
 });
 const KILLS = args.kills?.split(',').map(Number);
@@ -376,7 +396,76 @@ async function main() {
   process.exit(0);
 }
 
-main().catch((e) => {
-  console.error('chaos failed to run:', e);
-  process.exit(1);
-});
+/** The model test's services: the ones the environment names, else the development ones (started if need be). */
+async function modelServices(): Promise<{ databaseUrl: string; kafkaBrokers: string }> {
+  if (!process.env.DATABASE_URL || !process.env.KAFKA_BROKERS) {
+    const { stdout } = await run(SERVICES, ['up'], { env: process.env });
+    for (const m of stdout.matchAll(/^export (\w+)=(.*)$/gm)) process.env[m[1]!] = m[2]!;
+  }
+  return { databaseUrl: process.env.DATABASE_URL!, kafkaBrokers: process.env.KAFKA_BROKERS! };
+}
+
+async function modelMain(): Promise<number> {
+  const whole = (name: string, min: number) => {
+    const v = Number(args[name as keyof typeof args]);
+    if (!Number.isInteger(v) || v < min) {
+      console.error(`chaos: --${name} must be a whole number >= ${min}`);
+      process.exit(2);
+    }
+    return v;
+  };
+  const maxCommands = whole('max-commands', 1);
+  const shrinkBudgetMs = whole('shrink-s', 0) * 1000;
+  const settleTimeoutMs = whole('settle-s', 1) * 1000;
+  if (args.path !== undefined && args.seed === undefined) {
+    console.error('chaos: --path replays one seed: give its --seed too');
+    process.exit(2);
+  }
+  // Without --seed: random seeds, or counting up from --first-seed (repeatable).
+  const first = args['first-seed'] !== undefined ? whole('first-seed', 0) : undefined;
+  const seeds = args.seed !== undefined ? [whole('seed', 0)] : Array.from({ length: whole('seeds', 1) }, (_, i) => (first !== undefined ? first + i : randomInt(1, 2 ** 31)));
+  const services = await modelServices();
+  // Appended, not emptied: another model run may be writing to it (warn and above, or LOG_LEVEL).
+  mkdirSync(dirname(MODEL_LOG_FILE), { recursive: true });
+  appendFileSync(MODEL_LOG_FILE, `${JSON.stringify({ msg: 'chaos --model starts', pid: process.pid, seeds, time: new Date().toISOString() })}\n`);
+  const options = { maxCommands, simple: args.simple, shrinkBudgetMs, settleTimeoutMs, ...(args.path ? { path: args.path } : {}), ...(args['replay-path'] ? { replayPath: args['replay-path'] } : {}) };
+  log(
+    `model test: ${seeds.length} seed(s), up to ${maxCommands} commands each${args.simple ? ' (simple operations only, no faults)' : ''}; settle limit ${settleTimeoutMs / 1000} s; ` +
+      `shrinking ${args.path ? 'off (replaying a path)' : shrinkBudgetMs > 0 ? `bounded to ${shrinkBudgetMs / 1000} s per failing seed` : 'off'}; logs in ${MODEL_LOG_FILE}`,
+  );
+  const results: SeedResult[] = [];
+  const startedAt = Date.now();
+  for (const seed of seeds) {
+    const result = await runModelSeed({ seed, services, ...options, log });
+    results.push(result);
+    if (args.trace && result.passed && result.first) console.log(result.first.trace.map((t) => `    ${t}`).join('\n'));
+    if (!result.passed) console.log(`\n${formatFailure(result, options)}\n`);
+    // A race found once may not come back on every run: the same sequence passing now is worth saying as such.
+    else if (args.path) log(`seed ${seed}: the replayed sequence passed this time (its failure depends on timing)`);
+  }
+  const firsts = results.flatMap((r) => (r.first ? [r.first] : []));
+  const failed = results.filter((r) => !r.passed);
+  const longest = Math.max(0, ...firsts.filter((f) => f.passed && f.settleMs !== null).map((f) => f.settleMs!));
+  console.log('model  (who holds which call-center role; real PostgreSQL, Kafka, sink processes, simulator)');
+  console.log(`  seeds ${results.length}: ${results.length - failed.length} passed, ${failed.length} failed${failed.length ? ` (${failed.map((r) => r.seed).join(', ')})` : ''}`);
+  console.log(`  commands ${firsts.reduce((n, f) => n + f.commands, 0)}: operations ${firsts.reduce((n, f) => n + f.ops, 0)}, faults ${firsts.reduce((n, f) => n + f.faults, 0)} (as generated, shrink runs not counted)`);
+  console.log(`  longest settle of a passing seed ${fmt(longest / 1000, 1)} s; ${fmt((Date.now() - startedAt) / 1000)} s in all`);
+  for (const r of failed) console.log(`  replay seed ${r.seed}: ${replayCommand({ seed: r.seed, maxCommands, simple: args.simple, path: r.failure?.path, replayPath: r.failure?.replayPath })}`);
+  console.log(failed.length ? 'model: FAILED' : 'model: passed');
+  return failed.length ? 1 : 0;
+}
+
+if (args.model) {
+  modelMain().then(
+    (code) => process.exit(code),
+    (e) => {
+      console.error('chaos --model failed to run:', e);
+      process.exit(1);
+    },
+  );
+} else {
+  main().catch((e) => {
+    console.error('chaos failed to run:', e);
+    process.exit(1);
+  });
+}

@@ -144,6 +144,24 @@ describe('access: every decision from state at least as new as what it decides',
     await waitForProject(p, granting.projectId, 'the project as the database says');
   });
 
+  it('a park moved to another project and at once turned off with revoke: a uid it granted in the old project, recorded under its other park there, loses the role', async () => {
+    const granting = await seedPark(p.db.pool, { users: 1 });
+    const other = await seedPark(p.db.pool, { users: 0, projectId: granting.projectId });
+    const uid = granting.uids[0]!;
+    await q(`INSERT INTO users (park_id, yandex_uid, login, name, role_id, is_enabled) VALUES ($1, $2, 'twin', 'Twin', $3, false)`, [other.parkId, uid, other.roles[0]]);
+    // The record names the other park (as it may when a uid is in two parks of one project).
+    await waitForProject(p, granting.projectId, 'the grant through the first park');
+    await waitFor(async () => (await q(`UPDATE call_center_grants SET park_id = $2 WHERE uid = $1 AND NOT pending RETURNING 1`, [uid, other.parkId])).rowCount === 1, { what: 'the record' });
+    await waitFor(async () => (await q(`SELECT 1 FROM call_center_park_sweeps WHERE park_id IN ($1, $2)`, [granting.parkId, other.parkId])).rowCount === 0, { what: 'both backfills done' });
+    // Both toggles reach the sink together: only the revocation's sweep runs, none for the move.
+    await p.sink!.stop();
+    await parkOn(granting, `${granting.projectId}-moved`);
+    await turnParkOff(p.db.pool, granting.parkId, true);
+    p.startSink();
+    await waitFor(() => p.sim.rolesOf(granting.projectId, uid).length === 0, { what: 'the role in the old project taken' });
+    await waitForProject(p, granting.projectId, 'the old project as the database says');
+  });
+
   it('a park turned off with revoke is revoked while another park\'s long backfill still runs', async () => {
     const small = await seedPark(p.db.pool, { users: 3 });
     await waitForProject(p, small.projectId, 'the small park');

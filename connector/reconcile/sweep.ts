@@ -69,13 +69,15 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
           // project that no enabled park still earns, loses its access there. Nobody else's access is touched.
           // Asked again until none is left: the stream may have recorded one meanwhile.
           for (let round = 0; round < 5; round++) {
-            const members = park.project_id ? await uidsOfPark(pool, parkId) : [];
+            // Every user of the park is decided again (a uid in two parks of one project may be recorded under the
+            // other, in a project this park was mapped to before), with fleet-sync's records of the park.
+            const members = await uidsOfPark(pool, parkId);
             const granted = await grantedUids(pool, { parkId, projectId });
-            const managed = members.map((uid) => grantKey(park.project_id, uid));
-            // What the project holds now: a member holding nothing there, and never recorded, needs nothing.
+            // What the project holds now: a member holding nothing there, and never recorded, is named for no call.
             const listing = park.project_id ? await listProject(park.project_id, options) : undefined;
             const holders = listing ? members.filter((uid) => (listing.roles.get(grantKey(park.project_id, uid))?.length ?? 0) > 0) : [];
-            const uids = [...new Set([...granted, ...holders])];
+            const managed = holders.map((uid) => grantKey(park.project_id, uid));
+            const uids = [...new Set([...granted, ...members])];
             const outcomes = await applier.syncUids(uids, { managed, managedBy: parkId, ...(listing ? { listing: pick(listing, park.project_id, uids) } : {}), ...applyOptions(options) });
             tally(counts, outcomes);
             if (![...outcomes.values()].some((o) => o.revoked > 0)) break;
@@ -86,12 +88,14 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
           // mapping no longer gives; and what it granted in a project it was mapped to before goes.
           const granted = await grantedUids(pool, { parkId });
           const named = granted.map((uid) => grantKey(park.project_id, uid));
-          tally(counts, await applier.syncUids(granted, { managed: named, managedBy: parkId, ...applyOptions(options) }));
+          const uids = [...new Set([...granted, ...(await uidsRecordedElsewhere(parkId, park.project_id))])];
+          tally(counts, await applier.syncUids(uids, { managed: named, managedBy: parkId, ...applyOptions(options) }));
         }
       } else {
         // Grants this park gave in another project first (its mapping moved): they never wait for the new project,
         // which may be down.
-        tally(counts, await applier.syncUids(await grantedUids(pool, { parkId }), { ...applyOptions(options) }));
+        const moved = [...new Set([...(await grantedUids(pool, { parkId })), ...(await uidsRecordedElsewhere(parkId, park.project_id))])];
+        tally(counts, await applier.syncUids(moved, { ...applyOptions(options) }));
         await sweepEnabled(park.project_id, parkId, counts, plog, options);
       }
       const corrections = counts.corrected_grants + counts.corrected_profiles + counts.revoked;
@@ -118,6 +122,19 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
        revoked = $6, skipped_no_uid = $7, failed = $8, error = $9 WHERE id = $1`,
       [runId, c.checked, c.in_sync, c.corrected_profiles, c.corrected_grants, c.revoked, c.skipped_no_uid, c.failed, error],
     );
+  }
+
+  /**
+   * Users of the park fleet-sync holds a grant for in another project than the park's: a project the park was
+   * mapped to before (the record may name another park of the uid's in that project).
+   */
+  async function uidsRecordedElsewhere(parkId: string, projectId: string): Promise<string[]> {
+    const { rows } = await pool.query<{ uid: string }>(
+      `SELECT DISTINCT u.yandex_uid AS uid FROM users u JOIN call_center_grants g ON g.uid = u.yandex_uid
+       WHERE u.park_id = $1 AND g.managed AND g.project_id <> $2`,
+      [parkId, projectId],
+    );
+    return rows.map((r) => r.uid);
   }
 
   /**

@@ -16,6 +16,7 @@ import {
   deferParkSweep,
   finishParkSweep,
   forgetRetryEvents,
+  releaseParkSweep,
   renewParkSweep,
 } from '../sync/work-queue.js';
 import { sleep } from '../time.js';
@@ -152,7 +153,11 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
           await reconciler.reconcilePark(request.park_id, request.reason as SweepReason, { signal });
           await finishParkSweep(pool, request);
         } catch (e) {
-          if (signal.aborted) break;
+          if (signal.aborted) {
+            // Stopping: the sweep is given back now rather than when its lease runs out.
+            await releaseParkSweep(pool, request).catch(() => {});
+            break;
+          }
           if (isFleetSyncError(e) && !e.retriable) {
             // A refusal retrying cannot mend (recorded in reconcile_runs): the interval sweep tries the park again.
             sweepLog.error({ code: e.code, err: e.message }, 'sweep of a changed park failed for good; the interval sweep retries it');

@@ -172,3 +172,11 @@ export async function deferParkSweep(db: pg.Pool, request: ParkSweepRequest, err
     [request.park_id, request.generation, request.lease_token, error, backoff.baseMs, backoff.maxDelayMs],
   );
 }
+
+/** Gives a sweep back unfinished (its member is stopping): due again at once, for any member. */
+export async function releaseParkSweep(db: pg.Pool, request: ParkSweepRequest): Promise<void> {
+  await db.query(`UPDATE call_center_park_sweeps SET leased_until = NULL, lease_token = NULL WHERE park_id = $1 AND lease_token = $2`, [
+    request.park_id,
+    request.lease_token,
+  ]);
+}
