@@ -88,7 +88,9 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
           // mapping no longer gives; and what it granted in a project it was mapped to before goes.
           const granted = await grantedUids(pool, { parkId });
           const named = granted.map((uid) => grantKey(park.project_id, uid));
-          const uids = [...new Set([...granted, ...(await uidsRecordedElsewhere(parkId, park.project_id))])];
+          // Every user of its rows is decided again too: one that is also a user of an enabled park in the project
+          // holds exactly what that park gives (its record may name the other park).
+          const uids = [...new Set([...granted, ...(await uidsOfPark(pool, parkId))])];
           tally(counts, await applier.syncUids(uids, { managed: named, managedBy: parkId, ...applyOptions(options) }));
         }
       } else {
