@@ -59,7 +59,9 @@ describe('access: every decision from state at least as new as what it decides',
       await waitFor(async () => (await q(`SELECT 1 FROM call_center_grants WHERE uid = $1 AND NOT pending`, [late])).rowCount === 1, { what: 'the slow grant to land' });
       await waitFor(async () => (await q(`SELECT 1 FROM call_center_park_sweeps WHERE park_id = $1`, [park.parkId])).rowCount === 0, { what: 'the revocation sweep done' });
       await waitFor(() => holders(park.projectId).length === 0, { what: 'every role of the park taken away, the late grant too' });
-      expect((await q(`SELECT 1 FROM call_center_grants WHERE project_id = $1 AND managed`, [park.projectId])).rowCount).toBe(0);
+      // and fleet-sync no longer manages any of them there (each record settles right after its call lands)
+      await waitFor(async () => (await q(`SELECT 1 FROM call_center_grants WHERE project_id = $1 AND managed`, [park.projectId])).rowCount === 0, { what: 'the records forgotten' });
+      expect(holders(park.projectId)).toEqual([]);
     } finally {
       p.sim.setFaults({ slowUids: [], slowMs: 0 });
     }

@@ -31,9 +31,18 @@ export async function freshDatabase(adminUrl: string, name: string): Promise<{ u
     async drop() {
       const a = new pg.Client({ connectionString: adminUrl });
       await a.connect();
-      await a.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active', [name]);
-      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await a.end();
+      try {
+        // A walsender still streaming holds its slot: ended first, so the slot (and its WAL) goes with the database.
+        await a.query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL', [name]);
+        for (let i = 0; i < 100; i++) {
+          if ((await a.query('SELECT 1 FROM pg_replication_slots WHERE database = $1 AND active', [name])).rowCount === 0) break;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        await a.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active', [name]);
+        await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await a.end();
+      }
     },
   };
 }

@@ -15,13 +15,13 @@ import pg from 'pg';
 import { destination } from 'pino';
 import { turnParkOff, turnParkOn } from '../../api/db/parks.js';
 import { loadConfig } from '../../connector/config.js';
-import { migrate } from '../../connector/db/migrate.js';
 import { CAPTURED_TABLES, topicFor } from '../../connector/events.js';
 import { createLogger } from '../../connector/log.js';
 import { createMetrics } from '../../connector/metrics.js';
 import { startSource, type SourceHandle } from '../../connector/source/source.js';
 import { sleep } from '../../connector/time.js';
 import { createSimulator, type Simulator } from '../../simulator/simulator.js';
+import { freshDatabase } from '../bench/common.js';
 import { expectedGrants, type Grants } from './oracle.js';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -379,45 +379,13 @@ export interface World {
   stop(): Promise<void>;
 }
 
-async function createDatabase(adminUrl: string, name: string): Promise<{ url: string; drop(): Promise<void> }> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const u = new URL(adminUrl);
-  u.pathname = `/${name}`;
-  const url = u.toString();
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  await migrate(c);
-  await c.end();
-  return {
-    url,
-    async drop() {
-      const a = new pg.Client({ connectionString: adminUrl });
-      await a.connect();
-      try {
-        await a.query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL', [name]);
-        for (let i = 0; i < 100; i++) {
-          if ((await a.query('SELECT 1 FROM pg_replication_slots WHERE database = $1 AND active', [name])).rowCount === 0) break;
-          await sleep(100);
-        }
-        await a.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1', [name]);
-        await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      } finally {
-        await a.end();
-      }
-    },
-  };
-}
-
 export async function startWorld(options: { services: Services; model: Model; logFile?: string; logLevel?: string }): Promise<World> {
   const { services } = options;
   const level = options.logLevel ?? process.env.LOG_LEVEL ?? 'warn';
   const logFile = options.logFile ?? MODEL_LOG_FILE;
   mkdirSync(dirname(logFile), { recursive: true });
   const name = `model_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
-  const database = await createDatabase(services.databaseUrl, name);
+  const database = await freshDatabase(services.databaseUrl, name);
   // What is started so far, undone in reverse if the world cannot be built.
   const undo: (() => Promise<unknown>)[] = [() => database.drop()];
   const build = async <T>(step: () => Promise<T>): Promise<T> => {
