@@ -104,7 +104,7 @@ describe('planChanges: who is managed, and what is written', () => {
     ...over,
   });
   // A listing taken at 2,000 ms: newer than the records above (1,000 ms) unless a test says otherwise.
-  const plan = (input: { rows?: UserRow[]; records?: GrantRecord[]; named?: string[]; actual?: [string, string[]][]; listedAtMs?: number; project?: string }) => {
+  const plan = (input: { rows?: UserRow[]; records?: GrantRecord[]; named?: string[]; afterOff?: boolean; actual?: [string, string[]][]; listedAtMs?: number; project?: string }) => {
     const rows = input.rows ?? [];
     const result = planChanges({
       uids: new Set(['u1']),
@@ -112,6 +112,7 @@ describe('planChanges: who is managed, and what is written', () => {
       records: input.records ?? [],
       desired: desiredGrants(rows, parks),
       named: new Map((input.named ?? []).map((k) => [k, ''])),
+      ...(input.afterOff ? { namedAfterOff: new Set(input.named ?? []) } : {}),
       ...(input.actual ? { listing: { roles: new Map(input.actual.map(([k, v]) => [grantKey(input.project ?? 'proj-on', k), v])), takenAtMs: input.listedAtMs ?? 2_000 } } : {}),
       parks,
     });
@@ -134,7 +135,9 @@ describe('planChanges: who is managed, and what is written', () => {
     ['park off without revoke, named, the user still earns the role: kept', { rows: [row({ park_id: 'kept' })], records: [record({ park_id: 'kept', project_id: 'proj-kept' })], named: [grantKey('proj-kept', 'u1')] }, { changes: [] }],
     ['park off without revoke, named, the user moved to another mapped role before the toggle: the old role taken, the new one not granted', { rows: [row({ park_id: 'kept', role_id: 'r2' })], records: [record({ park_id: 'kept', project_id: 'proj-kept', role_ids: ['cc-op'] })], named: [grantKey('proj-kept', 'u1')] }, { changes: ['proj-kept:-'] }],
     ['park off without revoke, named, holding a role of a mapping before the last remap too: only that one taken', { rows: [row({ park_id: 'kept', role_id: 'r2' })], records: [record({ park_id: 'kept', project_id: 'proj-kept', role_ids: ['cc-lead', 'cc-old'] })], named: [grantKey('proj-kept', 'u1')] }, { changes: ['proj-kept:cc-lead'] }],
-    ['park off without revoke, named, what it holds not known (a call in flight) while the mapping still gives a role: nothing taken on a guess', { rows: [row({ park_id: 'kept' })], records: [record({ park_id: 'kept', project_id: 'proj-kept', pending: true })], named: [grantKey('proj-kept', 'u1')] }, { changes: [] }],
+    ['park off without revoke, named, a call in flight (pending) for a role the last mapping still gives: that call is made again', { rows: [row({ park_id: 'kept', role_id: 'r2' })], records: [record({ park_id: 'kept', project_id: 'proj-kept', role_ids: ['cc-lead'], pending: true })], named: [grantKey('proj-kept', 'u1')] }, { changes: ['proj-kept:cc-lead'] }],
+    ['park off without revoke, named only by an event after the toggle, never recorded: a hand-made grant is left alone', { rows: [row({ park_id: 'kept', is_enabled: false })], named: [grantKey('proj-kept', 'u1')], afterOff: true }, { changes: [] }],
+    ['park off without revoke, named only by an event after the toggle, recorded: what it kept is taken', { rows: [row({ park_id: 'kept', is_enabled: false })], records: [record({ park_id: 'kept', project_id: 'proj-kept' })], named: [grantKey('proj-kept', 'u1')], afterOff: true }, { changes: ['proj-kept:-'] }],
     ['park off without revoke, never recorded, named by an event of an enabled user: left alone', { rows: [row({ park_id: 'kept' })], named: [grantKey('proj-kept', 'u1')], actual: [['u1', ['cc-op']]], project: 'proj-kept' }, { changes: [] }],
     ['a grant of a park whose sync row is gone: revoked', { records: [record({ park_id: 'gone' })] }, { changes: ['proj-on:-'] }],
     ['a grant that landed after the listing began is not undone by it: the record holds, and a revocation is made', { records: [record({ park_id: 'off', updated_ms: 3_000 })], actual: [['u1', []]] }, { changes: ['proj-on:-'] }],

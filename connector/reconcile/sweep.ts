@@ -69,6 +69,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
           // project that no enabled park still earns, loses its access there. Nobody else's access is touched.
           // Asked again until none is left: the stream may have recorded one meanwhile.
           for (let round = 0; round < 5; round++) {
+            options.signal?.throwIfAborted();
             // Every user of the park is decided again (a uid in two parks of one project may be recorded under the
             // other, in a project this park was mapped to before), with fleet-sync's records of the park.
             const members = await uidsOfPark(pool, parkId);
@@ -176,6 +177,8 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     let lastReport = Date.now();
     const seen = new Set<string>();
     for (;;) {
+      // A sweep stopped (its member is stopping, or a newer request for the park supersedes it) stops between pages.
+      options.signal?.throwIfAborted();
       const page = await usersOfPark(pool, parkId, afterId, deps.pageSize);
       if (page.length === 0) break;
       afterId = page.at(-1)!.id;

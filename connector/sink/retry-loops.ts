@@ -2,6 +2,7 @@
 // did not take for now) and parks waiting for their sweep (the backfill, or the revocation). Each is durable in
 // PostgreSQL before the offsets of its events are committed, and taken with a lease, so a crashed sink member's
 // work is taken up again by another.
+import { setMaxListeners } from 'node:events';
 import type pg from 'pg';
 import { isFleetSyncError, isKnownFailure } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -148,11 +149,29 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
         }
         const sweepLog = log.child({ park_id: request.park_id, reason: request.reason });
         sweepLog.info('park changed: sweeping it');
-        const renew = setInterval(() => void renewParkSweep(pool, request, SWEEP_LEASE_MS).catch(() => {}), SWEEP_LEASE_MS / 3);
+        // A park asked for again while its sweep runs (turned off during its own backfill) stops this sweep at the
+        // next renewal: the newer request runs at once with the newer settings instead of waiting for the old one.
+        const superseded = new AbortController();
+        const sweepSignal = AbortSignal.any([signal, superseded.signal]);
+        setMaxListeners(0, sweepSignal);
+        const renew = setInterval(
+          () =>
+            void renewParkSweep(pool, request, SWEEP_LEASE_MS)
+              .then((current) => {
+                if (!current) superseded.abort();
+              })
+              .catch(() => {}),
+          SWEEP_LEASE_MS / 3,
+        );
         try {
-          await reconciler.reconcilePark(request.park_id, request.reason as SweepReason, { signal });
+          await reconciler.reconcilePark(request.park_id, request.reason as SweepReason, { signal: sweepSignal });
           await finishParkSweep(pool, request);
         } catch (e) {
+          if (superseded.signal.aborted && !signal.aborted) {
+            sweepLog.info('park asked for again while being swept: the newer request runs now');
+            await finishParkSweep(pool, request);
+            continue;
+          }
           if (signal.aborted) {
             // Stopping: the sweep is given back now rather than when its lease runs out.
             await releaseParkSweep(pool, request).catch(() => {});

@@ -165,8 +165,8 @@ function chunks<T>(items: T[], size: number): T[][] {
  * The (project, uid) keys the events' rows name, with the park that names each: parks that sync now, parks off
  * without revoke, and parks turned off with revoke after the event committed.
  */
-export function touchedKeys(touched: readonly TouchedRow[], parks: ParkView): Map<string, string> {
-  const keys = new Map<string, string>();
+export function touchedKeys(touched: readonly TouchedRow[], parks: ParkView): Map<string, { parkId: string; whileOn: boolean }> {
+  const keys = new Map<string, { parkId: string; whileOn: boolean }>();
   for (const t of touched) {
     const park = parks(t.parkId);
     if (!park || park.gone || !park.project_id) continue;
@@ -174,7 +174,9 @@ export function touchedKeys(touched: readonly TouchedRow[], parks: ParkView): Ma
     // deleted or moved keeps no access it kept. Off with revoke, its sweep takes everything; an event committed by
     // the toggle's start (disabled_at, the database's clock as the commit time is) was the park's while it synced.
     const wasOn = park.disabled_at_ms !== null && (t.commitTsMs === null || t.commitTsMs <= park.disabled_at_ms);
-    if (park.enabled || !park.revoke_on_disable || wasOn) keys.set(grantKey(park.project_id, t.uid), park.park_id);
+    if (!park.enabled && park.revoke_on_disable && !wasOn) continue;
+    const key = grantKey(park.project_id, t.uid);
+    keys.set(key, { parkId: park.park_id, whileOn: park.enabled || wasOn || keys.get(key)?.whileOn === true });
   }
   return keys;
 }
@@ -191,6 +193,11 @@ export function planChanges(input: {
   desired: ReadonlyMap<string, string[]>;
   /** Keys named by an event or a revocation, with the park that names them ('' when none is known). */
   named: ReadonlyMap<string, string>;
+  /**
+   * Of `named`, keys named only by events committed after their park was turned off without revoke: such an event
+   * takes away what fleet-sync kept there, and never touches a uid fleet-sync holds no record of.
+   */
+  namedAfterOff?: ReadonlySet<string>;
   listing?: Listing;
   parks: ParkView;
   /** The database's clock when the state was read: a listing older than a tombstone's keeping is not trusted. */
@@ -225,10 +232,12 @@ export function planChanges(input: {
       // disabled, deleted or moved, before or after the toggle, keeps no access.
       // What it keeps is what it holds that the last mapping still gives (a remap just before the toggle counts):
       // roles are only ever taken away here, never granted.
-      if (!named) continue;
+      if (!named || (!record && input.namedAfterOff?.has(key))) continue;
       const allowed = frozenWant(uid, frozen, input.rows);
-      if (has === undefined && allowed.length > 0) continue; // not known what it holds: nothing is taken on a guess
-      const keep = (has ?? []).filter((r) => allowed.includes(r)).sort();
+      // Not known what it holds (a call in flight or lost): what that call was to set, as far as the last mapping
+      // still gives it, is set again; with nothing known of it (no record), nothing is taken on a guess.
+      if (has === undefined && !any && allowed.length > 0) continue;
+      const keep = (has ?? any?.role_ids ?? []).filter((r) => allowed.includes(r)).sort();
       if (has !== undefined && sameRoles(has, keep)) continue;
       changes.set(uid, [...(changes.get(uid) ?? []), { projectId, uid, parkId: frozen.park_id, roleIds: keep, member: false }]);
       continue;
@@ -298,12 +307,34 @@ export function createApplier(deps: ApplierDeps): Applier {
       if (!allNamed.get(key)) allNamed.set(key, parkId);
       namedProjects.set(uid, (namedProjects.get(uid) ?? new Set()).add(projectId));
     };
-    for (const [key, parkId] of [...[...named].map((k) => [k, options.managedBy ?? ''] as const), ...touchedKeys(touched, parks)]) {
+    const namedAfterOff = new Set<string>();
+    for (const key of named) {
       const { projectId, uid } = splitGrantKey(key);
-      if (inChunk.has(uid)) name(projectId, uid, parkId);
+      if (inChunk.has(uid)) name(projectId, uid, options.managedBy ?? '');
     }
-    for (const r of retries) for (const projectId of r.projects) name(projectId, r.uid, '');
-    const { changes, adopted } = planChanges({ uids: inChunk, rows, records, desired, named: allNamed, ...(options.listing ? { listing: options.listing } : {}), parks, nowMs });
+    for (const [key, { parkId, whileOn }] of touchedKeys(touched, parks)) {
+      const { projectId, uid } = splitGrantKey(key);
+      if (!inChunk.has(uid)) continue;
+      if (!whileOn && !allNamed.has(key)) namedAfterOff.add(key);
+      name(projectId, uid, parkId);
+    }
+    for (const r of retries) {
+      for (const projectId of r.projects) {
+        name(projectId, r.uid, '');
+        namedAfterOff.delete(grantKey(projectId, r.uid));
+      }
+    }
+    const { changes, adopted } = planChanges({
+      uids: inChunk,
+      rows,
+      records,
+      desired,
+      named: allNamed,
+      namedAfterOff,
+      ...(options.listing ? { listing: options.listing } : {}),
+      parks,
+      nowMs,
+    });
     const rowsByUid = new Map<string, UserRow[]>();
     for (const r of rows) rowsByUid.set(r.yandex_uid!, [...(rowsByUid.get(r.yandex_uid!) ?? []), r]);
     const reached = new Set([...desired.keys()].map((k) => splitGrantKey(k).uid));
@@ -356,7 +387,7 @@ export function createApplier(deps: ApplierDeps): Applier {
             const refused = (again: FleetSyncError) => new FleetSyncError('CALL_CENTER_REJECTED', `${again.message} (after the user was created)`, { details: again.details });
             if (profileSent) throw refused(e);
             await putProfile();
-            await client.setRoles(change.projectId, uid, change.roleIds, { signal: options.signal }).catch((again: unknown) => {
+            await client.setRoles(change.projectId, uid, change.roleIds, callOptions).catch((again: unknown) => {
               throw isFleetSyncError(again, 'CALL_CENTER_USER_MISSING') ? refused(again) : again;
             });
           }

@@ -142,13 +142,14 @@ export async function claimDueParkSweep(db: pg.Pool, leaseMs: number): Promise<P
   return rows[0] ?? null;
 }
 
-/** Keeps a running sweep's lease. */
-export async function renewParkSweep(db: pg.Pool, request: ParkSweepRequest, leaseMs: number): Promise<void> {
-  await db.query(`UPDATE call_center_park_sweeps SET leased_until = now() + make_interval(secs => $3::float8 / 1000.0) WHERE park_id = $1 AND lease_token = $2`, [
-    request.park_id,
-    request.lease_token,
-    leaseMs,
-  ]);
+/** Keeps a running sweep's lease; false when the park was asked for again meanwhile (the running sweep is superseded). */
+export async function renewParkSweep(db: pg.Pool, request: ParkSweepRequest, leaseMs: number): Promise<boolean> {
+  const { rows } = await db.query<{ generation: string }>(
+    `UPDATE call_center_park_sweeps SET leased_until = now() + make_interval(secs => $3::float8 / 1000.0) WHERE park_id = $1 AND lease_token = $2
+     RETURNING generation::text`,
+    [request.park_id, request.lease_token, leaseMs],
+  );
+  return rows[0]?.generation === request.generation;
 }
 
 /** Done: forgotten unless asked for again meanwhile (then the lease is given up and the newer request runs). */
