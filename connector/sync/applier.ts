@@ -227,11 +227,9 @@ export function planChanges(input: {
     const has = listed ?? (any && !any.pending ? any.role_ids : undefined);
     const frozen = member ? undefined : frozenPark(projectId, uid, record, input.rows, parks);
     if (frozen) {
-      // A park turned off without revoke keeps what it had in its project, and grants nothing more. A key named by
-      // an event or by the park's last pass still loses what the park's last mapping no longer gives: a user
-      // disabled, deleted or moved, before or after the toggle, keeps no access.
-      // What it keeps is what it holds that the last mapping still gives (a remap just before the toggle counts):
-      // roles are only ever taken away here, never granted.
+      // A park turned off without revoke keeps, of what the uid holds in its project, what its last mapping still
+      // gives the uid's rows (a remap just before the toggle counts), and grants nothing more: a key named by an
+      // event or by the park's last pass loses the rest, so a user disabled, deleted or moved keeps no access.
       if (!named || (!record && input.namedAfterOff?.has(key))) continue;
       const allowed = frozenWant(uid, frozen, input.rows);
       // Not known what it holds (a call in flight or lost): what that call was to set, as far as the last mapping
