@@ -1,11 +1,9 @@
 // SPEC §8's rule for who holds what, tried at the moments a stale view would decide wrong: right after a toggle,
 // while a call is still in flight, after the parks table is truncated or a park's row deleted, with the new project
 // down, and while another park's backfill runs. Each test makes its own parks and projects.
-import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { turnParkOff, turnParkOn } from '../api/db/parks.js';
-import { deadLetterTopic } from '../connector/kafka/topics.js';
-import { groupCaughtUp, heldGrants, pipelineCaughtUp, seedPark, startPipeline, waitForProject, type Pipeline, type SeededPark } from './pipeline.js';
+import { deadLetterCount, groupCaughtUp, heldGrants, pipelineCaughtUp, prefillProject, seedPark, startPipeline, waitForProject, type Pipeline, type SeededPark } from './pipeline.js';
 import { waitFor } from './helpers.js';
 
 describe('access: every decision from state at least as new as what it decides', () => {
@@ -28,10 +26,7 @@ describe('access: every decision from state at least as new as what it decides',
     const park = await seedPark(p.db.pool, { users: 60, enable: false });
     const unmapped = `${park.parkId}-r3`;
     await q(`INSERT INTO roles (id, park_id, name) VALUES ($1, $2, 'Unmapped')`, [unmapped, park.parkId]);
-    park.uids.forEach((uid, i) => {
-      p.sim.putUserByHand(uid, { login: `login-${uid}`, name: `User ${uid}` });
-      p.sim.setRolesByHand(park.projectId, uid, [i % 2 === 0 ? 'cc-operator' : 'cc-lead']);
-    });
+    prefillProject(p.sim, park);
     // The park's sync row exists, off (turned on and off long ago): every sink has heard of it as off.
     await q(`INSERT INTO call_center_parks (park_id, project_id, role_map, enabled, revoke_on_disable) VALUES ($1, $2, '{}', false, false)`, [park.parkId, park.projectId]);
     await pipelineCaughtUp(p);
@@ -189,20 +184,11 @@ describe('access: every decision from state at least as new as what it decides',
     const park = await seedPark(p.db.pool, { users: 1 });
     await waitForProject(p, park.projectId, 'the backfill');
     const ghost = `${park.parkId}-ghost`;
-    const deadLetters = async () => {
-      const admin = new Kafka({ brokers: p.config.KAFKA_BROKERS, logLevel: logLevel.NOTHING }).admin();
-      await admin.connect();
-      try {
-        return (await admin.fetchTopicOffsets(deadLetterTopic(p.config.TOPIC_PREFIX))).reduce((n, o) => n + Number(BigInt(o.high) - BigInt(o.low)), 0);
-      } finally {
-        await admin.disconnect();
-      }
-    };
-    const before = await deadLetters();
+    const before = await deadLetterCount(p);
     p.sim.setFaults({ forgetUids: [ghost] });
     try {
       await q(`INSERT INTO users (park_id, yandex_uid, login, name, role_id) VALUES ($1, $2, 'ghost', 'Ghost', $3)`, [park.parkId, ghost, park.roles[0]]);
-      await waitFor(async () => (await deadLetters()) === before + 1, { what: 'the insert dead-lettered' });
+      await waitFor(async () => (await deadLetterCount(p)) === before + 1, { what: 'the insert dead-lettered' });
       await waitFor(() => groupCaughtUp(p), { what: 'the sink to commit every event' });
       expect((await q(`SELECT 1 FROM call_center_retries WHERE uid = $1`, [ghost])).rowCount).toBe(0);
     } finally {

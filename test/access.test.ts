@@ -2,7 +2,7 @@
 // grants to park users and to outsiders, and park off with revoke. Each test seeds its own park and project.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from './helpers.js';
-import { enablePark, pipelineCaughtUp, seedPark, startPipeline, waitForProject, type Pipeline } from './pipeline.js';
+import { enablePark, pipelineCaughtUp, prefillProject, seedPark, startPipeline, waitForProject, type Pipeline } from './pipeline.js';
 
 describe('access: every user of an enabled park is managed, nobody else', () => {
   let p: Pipeline;
@@ -26,10 +26,7 @@ describe('access: every user of an enabled park is managed, nobody else', () => 
     const unmapped = `${park.parkId}-r3`;
     await q(`INSERT INTO roles (id, park_id, name) VALUES ($1, $2, 'Unmapped')`, [unmapped, park.parkId]);
     // What an earlier periodic task left: every user already holds exactly its mapped role.
-    park.uids.forEach((uid, i) => {
-      p.sim.putUserByHand(uid, { login: `login-${uid}`, name: `User ${uid}` });
-      p.sim.setRolesByHand(park.projectId, uid, [i % 2 === 0 ? 'cc-operator' : 'cc-lead']);
-    });
+    prefillProject(p.sim, park);
     // The inserts reached the sink while the park was off (dropped): only the park's backfill sees these users.
     await pipelineCaughtUp(p);
     p.sim.resetCalls();

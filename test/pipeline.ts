@@ -3,6 +3,7 @@
 import { Kafka, logLevel } from 'kafkajs';
 import type pg from 'pg';
 import type { Config } from '../connector/config.js';
+import { deadLetterTopic } from '../connector/kafka/topics.js';
 import { createMetrics, type Metrics } from '../connector/metrics.js';
 import { startSink, type SinkHandle } from '../connector/sink/sink.js';
 import { startSource, type SourceHandle } from '../connector/source/source.js';
@@ -142,6 +143,14 @@ export async function seedPark(pool: pg.Pool, options: { users?: number; enable?
   return { parkId, projectId, roles, uids };
 }
 
+/** What an earlier periodic task left: every seeded user already holds exactly its mapped role in the park's project. */
+export function prefillProject(sim: Simulator, park: Pick<SeededPark, 'projectId' | 'uids'>): void {
+  park.uids.forEach((uid, i) => {
+    sim.putUserByHand(uid, { login: `login-${uid}`, name: `User ${uid}` });
+    sim.setRolesByHand(park.projectId, uid, [i % 2 === 0 ? 'cc-operator' : 'cc-lead']);
+  });
+}
+
 /** Turns a seeded park's sync on, as the api's park/on does (r1 → cc-operator, r2 → cc-lead). */
 export async function enablePark(pool: pg.Pool, park: Pick<SeededPark, 'parkId' | 'projectId' | 'roles'>, yandexTeamRoleId?: string): Promise<void> {
   await pool.query(
@@ -176,4 +185,17 @@ export async function pipelineCaughtUp(p: Pipeline): Promise<void> {
     { what: 'the source to publish every committed change', timeoutMs: 30_000 },
   );
   await waitFor(() => groupCaughtUp(p), { what: 'the sink to process every event', timeoutMs: 30_000 });
+}
+
+/** Records in the dead-letter topic, from its end offsets (a reader that has not joined yet would see none). */
+export async function deadLetterCount(p: Pipeline): Promise<number> {
+  const kafka = new Kafka({ brokers: p.config.KAFKA_BROKERS, logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const offsets = await admin.fetchTopicOffsets(deadLetterTopic(p.config.TOPIC_PREFIX));
+    return offsets.reduce((n, o) => n + Number(BigInt(o.high) - BigInt(o.low)), 0);
+  } finally {
+    await admin.disconnect();
+  }
 }

@@ -1,27 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { deadLetterTopic } from '../connector/kafka/topics.js';
 import { canonical, expectedGrants } from '../scripts/lib/oracle.js';
 import { childStdio, testLogLevel, waitFor } from './helpers.js';
 import { readTopics } from './kafka-helpers.js';
-import { CC_TOKEN, groupCaughtUp, heldGrants, seedPark, startPipeline, waitForProject, type Pipeline, type SeededPark } from './pipeline.js';
+import { CC_TOKEN, deadLetterCount, groupCaughtUp, heldGrants, seedPark, startPipeline, waitForProject, type Pipeline, type SeededPark } from './pipeline.js';
 
 const BIN = fileURLToPath(new URL('../bin/fleet-sync.js', import.meta.url));
-
-/** Records in the dead-letter topic, from its end offsets (a reader that has not joined yet would see none). */
-async function deadLetterCount(p: Pipeline): Promise<number> {
-  const kafka = new Kafka({ brokers: p.config.KAFKA_BROKERS, logLevel: logLevel.NOTHING });
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    const offsets = await admin.fetchTopicOffsets(deadLetterTopic(p.config.TOPIC_PREFIX));
-    return offsets.reduce((n, o) => n + Number(BigInt(o.high) - BigInt(o.low)), 0);
-  } finally {
-    await admin.disconnect();
-  }
-}
 
 /** A burst of `n` changes on a park in transactions of up to 50: new users, role changes, disables and re-enables. */
 async function burst(p: Pipeline, park: SeededPark, n: number): Promise<void> {
