@@ -163,7 +163,11 @@ describe('access: every decision from state at least as new as what it decides',
     const small = await seedPark(p.db.pool, { users: 3 });
     await waitForProject(p, small.projectId, 'the small park');
     const big = await seedPark(p.db.pool, { users: 5, enable: false });
-    p.sim.setFaults({ slowProjects: [big.projectId], slowMs: 5_000 });
+    // The big park's users reached the sink while it was off: its backfill has every grant to make. Each call about
+    // its project takes 4 s (under the client's 5 s timeout, so none is retried or parked): a listing, then the
+    // grants, 8 s or more.
+    await pipelineCaughtUp(p);
+    p.sim.setFaults({ slowProjects: [big.projectId], slowMs: 4_000 });
     try {
       await parkOn(big);
       const backfill = await waitFor(
