@@ -13,12 +13,14 @@ import { createAuthHook } from './auth.js';
 import { errorHandler } from './errors.js';
 import { createFailedAuthLimit } from './failed-auth.js';
 import { requestForLog } from './request-log.js';
+import { auditRoutes } from './routes/audit.js';
 import { healthRoutes, type ReadinessCheck } from './routes/health.js';
-import { parksRoutes } from './routes/parks.js';
+import { parksRoutes, type DryRunner } from './routes/parks.js';
 import { statusPageRoutes } from './routes/status-page.js';
 import { statusRoutes } from './routes/status.js';
 import { usersRoutes } from './routes/users.js';
-import { errorSchema, syncRecordSchema, userSchema } from './schemas.js';
+import { whyRoutes } from './routes/why.js';
+import { auditEntrySchema, errorSchema, syncRecordSchema, userSchema } from './schemas.js';
 
 export interface ApiDeps {
   config: Config;
@@ -29,6 +31,8 @@ export interface ApiDeps {
   readiness: Record<string, ReadinessCheck>;
   /** Deadline of each readiness check; default 2000 ms. */
   readinessTimeoutMs?: number;
+  /** The toggles' dry runs (a sweep that changes nothing); without it `dry_run: true` answers 503 NOT_READY. */
+  dryRun?: DryRunner;
 }
 
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
@@ -69,11 +73,11 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     metrics.httpDurationSeconds.observe({ method: request.method, route }, reply.elapsedTime / 1000);
   });
 
-  for (const schema of [errorSchema, syncRecordSchema, userSchema]) app.addSchema(schema);
+  for (const schema of [errorSchema, syncRecordSchema, userSchema, auditEntrySchema]) app.addSchema(schema);
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
-      info: { title: 'fleet-sync api', version: '1', description: 'Park call-center sync toggles, users list, sync status (SPEC.md §4).' },
+      info: { title: 'fleet-sync api', version: '1', description: 'Park call-center sync toggles, users list, sync status, audit trail (SPEC.md §4).' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'a token from API_TOKENS' } } },
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
@@ -100,9 +104,11 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
         new FleetSyncError('RATE_LIMITED', `more than ${context.max} requests a minute for this token; retry in ${context.after}`),
     });
     v1.addHook('onRequest', createAuthHook(config.API_TOKENS, createFailedAuthLimit(v1)));
-    await v1.register(parksRoutes, { pool });
+    await v1.register(parksRoutes, { pool, dryRun: deps.dryRun });
     await v1.register(usersRoutes, { pool });
     await v1.register(statusRoutes, { pool, slot: config.CDC_SLOT });
+    await v1.register(auditRoutes, { pool });
+    await v1.register(whyRoutes, { pool });
   });
 
   return app;

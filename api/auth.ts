@@ -3,7 +3,7 @@
 // failed authentications are limited per client (api/failed-auth.ts), so tokens cannot be guessed either.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { Scope } from '../connector/config.js';
+import type { ApiToken, Scope } from '../connector/config.js';
 import { FleetSyncError } from '../connector/errors.js';
 import type { FailedAuthLimit } from './failed-auth.js';
 
@@ -15,23 +15,25 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** sha256 of the caller's token (never the token itself): the rate limit's key. */
     tokenId?: string;
+    /** The caller's token's name (API_TOKENS): what the audit trail records of a toggle. */
+    tokenName?: string;
   }
 }
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest();
 
-export function createAuthHook(tokens: Map<string, Set<Scope>>, failures: FailedAuthLimit) {
-  const known = [...tokens].map(([token, scopes]) => ({ hash: sha256(token), scopes }));
+export function createAuthHook(tokens: Map<string, ApiToken>, failures: FailedAuthLimit) {
+  const known = [...tokens].map(([token, { name, scopes }]) => ({ hash: sha256(token), name, scopes }));
 
   /** The scopes of the token in `Authorization: Bearer <token>`, or undefined when it is missing or unknown. */
-  function scopesOf(header: string | undefined): { scopes: Set<Scope>; id: string } | undefined {
+  function scopesOf(header: string | undefined): { scopes: Set<Scope>; name: string; id: string } | undefined {
     const match = header === undefined ? null : /^Bearer +(\S+) *$/i.exec(header);
     if (!match) return undefined;
     const presented = sha256(match[1]!);
-    let found: Set<Scope> | undefined;
+    let found: (typeof known)[number] | undefined;
     // No early exit: every configured token is compared whatever matches.
-    for (const k of known) if (timingSafeEqual(k.hash, presented) && !found) found = k.scopes;
-    return found && { scopes: found, id: presented.toString('hex') };
+    for (const k of known) if (timingSafeEqual(k.hash, presented) && !found) found = k;
+    return found && { scopes: found.scopes, name: found.name, id: presented.toString('hex') };
   }
 
   return async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void> {
@@ -42,6 +44,7 @@ export function createAuthHook(tokens: Map<string, Set<Scope>>, failures: Failed
       throw new FleetSyncError('UNAUTHORIZED', 'missing or unknown bearer token (Authorization: Bearer <token>)');
     }
     request.tokenId = caller.id;
+    request.tokenName = caller.name;
     const needed = request.routeOptions.config.scope;
     if (needed && !caller.scopes.has(needed)) throw new FleetSyncError('FORBIDDEN', `this token lacks the scope ${needed}`);
   };

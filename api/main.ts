@@ -4,6 +4,7 @@ import type { Config } from '../connector/config.js';
 import type { Logger } from '../connector/log.js';
 import { createMetrics, type Metrics } from '../connector/metrics.js';
 import { buildApp } from './app.js';
+import type { DryRunner } from './routes/parks.js';
 import { callCenterProbe, kafkaProbe } from './readiness.js';
 import type { ReadinessCheck } from './routes/health.js';
 
@@ -20,6 +21,8 @@ export interface StartApiDeps {
   config: Config;
   log: Logger;
   metrics?: Metrics;
+  /** The toggles' dry runs: the sweep, run so that it changes nothing (the command's main wires it). */
+  dryRun?: DryRunner;
   /** Readiness of the stages running beside the api in one process (`all`): e.g. a source that is not streaming. */
   stageReadiness?: Record<string, ReadinessCheck>;
 }
@@ -33,6 +36,7 @@ export async function startApi(deps: StartApiDeps): Promise<RunningApi> {
   pool.on('error', (err) => apiLog.warn({ err }, 'idle database connection failed'));
   const kafka = kafkaProbe(config, apiLog, PROBE_TIMEOUT_MS);
   const app = await buildApp({
+    ...(deps.dryRun ? { dryRun: deps.dryRun } : {}),
     config,
     pool,
     log,

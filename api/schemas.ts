@@ -1,4 +1,4 @@
-// JSON schemas shared by the routes: request pieces, the park's sync record, a user and the error answer.
+// JSON schemas shared by the routes: request pieces, the park's sync record, a user, an audit entry and the error answer.
 // Every object is closed (additionalProperties: false) and ajv runs with removeAdditional: false, so an unknown field is a 400.
 
 /** Ids are the dispatcher's text keys: no control characters (PostgreSQL rejects NUL), bounded so no index lookup is huge. */
@@ -68,6 +68,62 @@ export const userSchema = {
     is_yandex_team: { type: 'boolean' },
     created_at: timestamp,
     updated_at: timestamp,
+  },
+} as const;
+
+const rolesSchema = { type: ['array', 'null'], items: { type: 'string' } } as const;
+
+const eventCauseSchema = {
+  type: 'object',
+  additionalProperties: true,
+  description: 'a change event: where it is in Kafka and what it says of its transaction',
+  properties: {
+    topic: { type: 'string' },
+    partition: { type: 'integer' },
+    offset: { type: 'string' },
+    lsn: { type: 'string', description: 'commit LSN of its transaction' },
+    tx_id: { type: ['integer', 'null'] },
+    commit_ts: { type: ['string', 'null'], format: 'date-time' },
+    op: { type: 'string', enum: ['c', 'u', 'd', 'r', 't'] },
+    park_id: { type: ['string', 'null'] },
+    role_id: { type: ['string', 'null'] },
+    user_id: { type: ['string', 'null'] },
+  },
+} as const;
+
+/** A row of the audit trail (call_center_audit), as GET /v1/audit and GET /v1/why answer it. */
+export const auditEntrySchema = {
+  $id: 'AuditEntry',
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'at', 'project_id', 'uid', 'park_id', 'action', 'roles_before', 'roles_after', 'outcome', 'error', 'cause'],
+  properties: {
+    id: { type: 'string', description: 'increases with every row (a bigint as text)' },
+    at: { type: 'string', format: 'date-time', description: "when fleet-sync recorded the call's outcome" },
+    project_id: { type: ['string', 'null'], description: 'null for a profile put (a call-center user is one across projects)' },
+    uid: { type: 'string' },
+    park_id: { type: 'string', description: "the park whose rule the change follows ('' when none is known)" },
+    action: { type: 'string', enum: ['profile', 'roles', 'revoke', 'adopt'], description: 'adopt: found in sync and recorded without a call' },
+    roles_before: { ...rolesSchema, description: 'what fleet-sync knew the call center held; null when it did not know' },
+    roles_after: rolesSchema,
+    outcome: { type: 'string', enum: ['applied', 'parked', 'dead_lettered', 'refused'] },
+    error: { type: ['string', 'null'] },
+    cause: {
+      type: 'object',
+      additionalProperties: true,
+      required: ['kind'],
+      description:
+        'event: `events` (first 10, `more` counts the rest); sweep: `run_id` (reconcile_runs), `reason`, `park_id` and, for park_on/park_off, the `toggle` ' +
+        '(token_name, request_id, at); retry: `attempts` and `events`; replay: `events`',
+      properties: {
+        kind: { type: 'string', enum: ['event', 'sweep', 'retry', 'replay'] },
+        events: { type: 'array', items: eventCauseSchema },
+        more: { type: 'integer' },
+        run_id: { type: 'string' },
+        reason: { type: 'string' },
+        attempts: { type: 'integer' },
+      },
+    },
   },
 } as const;
 

@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import pg from 'pg';
 import { startApi, type StartApiDeps } from '../api/main.js';
 import { parkStatuses } from '../api/db/status.js';
+import { explainUid, whyInWords } from './audit/why.js';
 import { loadConfig, type Config } from './config.js';
 import { migrate } from './db/migrate.js';
 import { FleetSyncError, isFleetSyncError } from './errors.js';
@@ -12,6 +13,7 @@ import { startSweepLoop } from './reconcile/schedule.js';
 import { replay, resolveTopic } from './replay.js';
 import { startSink } from './sink/sink.js';
 import { startSource } from './source/source.js';
+import type { DryRunReport } from './sync/reconciler.js';
 import { createSyncStack, type SyncStack } from './wiring.js';
 
 interface Stoppable {
@@ -92,6 +94,26 @@ async function apiStage(deps: StartApiDeps): Promise<Stage> {
   };
 }
 
+/** A command used wrongly: commander prints the message and exits 2, changing nothing. */
+const usageError = (message: string): never => program.error(`error: ${message}`, { exitCode: 2 });
+
+/** A dry run in words: the counts, then each listed change as `uid in project: before → after`. */
+function formatDryRun(report: DryRunReport): string {
+  const roles = (r: readonly string[] | null) => (r === null ? '(not known)' : r.length === 0 ? '[]' : `[${r.join(', ')}]`);
+  const { counts } = report;
+  const lines = [
+    `dry run of park ${report.park_id}'s sweep (${report.reason}): nothing was changed`,
+    `  would grant ${counts.granted}, change ${counts.changed}, adopt ${counts.adopted}, revoke ${counts.revoked}`,
+  ];
+  for (const kind of ['granted', 'changed', 'adopted', 'revoked'] as const) {
+    if (report[kind].length === 0) continue;
+    const more = counts[kind] - report[kind].length;
+    lines.push(`${kind}${more > 0 ? ` (first ${report[kind].length} of ${counts[kind]})` : ''}:`);
+    for (const c of report[kind]) lines.push(`  uid ${c.uid} in ${c.project_id} (park ${c.park_id || '-'}): ${roles(c.roles_before)} → ${roles(c.roles_after)}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
 const program = new Command('fleet-sync')
   .description('Change-data-capture of dispatcher users and roles into the call center, through Kafka')
   .showHelpAfterError();
@@ -137,8 +159,12 @@ program
   .description('compare the call center with the database for every syncing park and repair the differences')
   .option('--park <id>', 'only this park')
   .option('--once', 'one sweep, then exit (default: every RECONCILE_INTERVAL_S)')
-  .action(async (opts: { park?: string; once?: boolean }) => {
+  .option('--dry-run', 'with --park: print the drift the sweep would repair (what it would grant, change, adopt, revoke), repairing nothing')
+  .option('--json', 'with --dry-run: print the report as JSON')
+  .action(async (opts: { park?: string; once?: boolean; dryRun?: boolean; json?: boolean }) => {
     const { config, log, metrics } = setup();
+    if (opts.dryRun && !opts.park) usageError('--dry-run needs --park <id>');
+    if (opts.json && !opts.dryRun) usageError('--json goes with --dry-run');
     const stack = createSyncStack({ config, log, metrics });
     const { sync, reconciler } = stack;
     try {
@@ -149,6 +175,13 @@ program
           [opts.park],
         );
         if (!rowCount) throw new FleetSyncError('PARK_NOT_FOUND', `park ${opts.park} has no call_center_parks row: turn it on first`);
+      }
+      if (opts.dryRun) {
+        const report = await reconciler.dryRunPark(opts.park!, 'manual');
+        process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatDryRun(report));
+        await stack.close();
+        log.flush();
+        return;
       }
       const sweepOnce = async () => {
         if (opts.park) return new Map([[opts.park, await reconciler.reconcilePark(opts.park, 'manual')]]);
@@ -174,7 +207,9 @@ program
   .action(async () => {
     const { config, log, metrics } = setup();
     try {
-      await runUntilSignalled(log, [await apiStage({ config, log, metrics })]);
+      // The toggles' dry runs run the sweep itself: its pool and call-center client (connected at first use).
+      const stack = createSyncStack({ config, log, metrics });
+      await runUntilSignalled(log, [await apiStage({ config, log, metrics, dryRun: stack.reconciler.dryRunPark })], stack);
     } catch (e) {
       fatal(log, e);
     }
@@ -194,6 +229,7 @@ program
         config,
         log,
         metrics,
+        dryRun: stack.reconciler.dryRunPark,
         // Readiness of the stages beside the api: a source that is not streaming, or a sink not consuming, is not ready.
         stageReadiness: {
           source: async () => {
@@ -257,6 +293,26 @@ program
     try {
       const rows = await parkStatuses(pool);
       process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+      await pool.end();
+    } catch (e) {
+      fatal(log, e);
+    }
+  });
+
+program
+  .command('why')
+  .description('what a uid holds in each call-center project, since when, and why: its users rows, the park and its toggle, the audit trail')
+  .option('--uid <uid>', "the user's passport uid (yandex_uid); required")
+  .option('--project <id>', 'only this project')
+  .option('--json', 'print the answer as JSON (what GET /v1/why answers)')
+  .action(async (opts: { uid?: string; project?: string; json?: boolean }) => {
+    const uid = opts.uid || usageError('--uid <uid> is required (fleet-sync why --uid UID [--project ID] [--json])');
+    const { config, log } = setup();
+    const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 1 });
+    try {
+      const answer = await explainUid(pool, uid, opts.project === undefined ? {} : { projectId: opts.project });
+      // An unknown uid is an answer too (exit 0): the words say so.
+      process.stdout.write(opts.json ? `${JSON.stringify(answer, null, 2)}\n` : whyInWords(answer));
       await pool.end();
     } catch (e) {
       fatal(log, e);

@@ -1,4 +1,5 @@
 // The one configuration schema: environment variables validated at start; a bad one is named in the error.
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { FleetSyncError } from './errors.js';
 
@@ -15,22 +16,43 @@ const brokers = z
 
 const identifier = z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'expected a lower-case SQL identifier ([a-z_][a-z0-9_]*)');
 
-export type Scope = 'sync:write' | 'users:read';
-const SCOPES: readonly Scope[] = ['sync:write', 'users:read'];
+export type Scope = 'sync:write' | 'users:read' | 'audit:read';
+const SCOPES: readonly Scope[] = ['sync:write', 'users:read', 'audit:read'];
 
-/** `token=scope,scope;token2=scope` → Map(token → scopes). */
-export function parseApiTokens(text: string): Map<string, Set<Scope>> {
-  const tokens = new Map<string, Set<Scope>>();
+/** A configured api token: its scopes, and the name the audit trail and logs know it by (never the token). */
+export interface ApiToken {
+  name: string;
+  scopes: Set<Scope>;
+}
+
+const TOKEN_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/**
+ * `[name:]token=scope,scope;...`. A token without a name is known by `token-` and the first 8 hex digits of its
+ * sha256, which identifies it to whoever holds it and reveals nothing of it.
+ */
+export function parseApiTokens(text: string): Map<string, ApiToken> {
+  const tokens = new Map<string, ApiToken>();
+  const names = new Set<string>();
   for (const entry of text.split(';').map((e) => e.trim()).filter(Boolean)) {
+    const n = tokens.size + 1;
     const eq = entry.indexOf('=');
-    if (eq <= 0) throw new Error(`entry ${tokens.size + 1} has no "token=scope"`);
-    const token = entry.slice(0, eq).trim();
+    if (eq <= 0) throw new Error(`entry ${n} has no "token=scope"`);
+    const head = entry.slice(0, eq).trim();
+    const colon = head.indexOf(':');
+    const token = colon < 0 ? head : head.slice(colon + 1);
+    const name = colon < 0 ? `token-${createHash('sha256').update(token).digest('hex').slice(0, 8)}` : head.slice(0, colon);
+    if (!TOKEN_NAME.test(name)) throw new Error(`entry ${n} has a bad name "${name}" (letters, digits, ".", "_", "-"; at most 64)`);
+    if (token === '') throw new Error(`entry ${n} has an empty token`);
+    if (names.has(name)) throw new Error(`entry ${n} repeats the name "${name}"`);
+    if (tokens.has(token)) throw new Error(`entry ${n} repeats a token of an earlier entry`);
     const scopes = entry.slice(eq + 1).split(',').map((s) => s.trim()).filter(Boolean);
-    if (scopes.length === 0) throw new Error(`entry ${tokens.size + 1} has no scope`);
+    if (scopes.length === 0) throw new Error(`entry ${n} has no scope`);
     for (const s of scopes) {
-      if (!SCOPES.includes(s as Scope)) throw new Error(`entry ${tokens.size + 1} has unknown scope "${s}" (known: ${SCOPES.join(', ')})`);
+      if (!SCOPES.includes(s as Scope)) throw new Error(`entry ${n} has unknown scope "${s}" (known: ${SCOPES.join(', ')})`);
     }
-    tokens.set(token, new Set(scopes as Scope[]));
+    names.add(name);
+    tokens.set(token, { name, scopes: new Set(scopes as Scope[]) });
   }
   return tokens;
 }
@@ -84,7 +106,9 @@ export const configSchema = z.object({
   API_TOKENS: z
     .string()
     .default('')
-    .describe('api tokens and their scopes, `token=scope,scope;token2=scope` (scopes `sync:write`, `users:read`); empty: every /v1 request is refused')
+    .describe(
+      'api tokens and their scopes, `[name:]token=scope,scope;...` (scopes `sync:write`, `users:read`, `audit:read`); the name is what the audit trail and logs show (default `token-` and 8 hex digits of its sha256); empty: every /v1 request is refused',
+    )
     .transform((text, ctx) => {
       try {
         return parseApiTokens(text);
@@ -95,6 +119,7 @@ export const configSchema = z.object({
     }),
   API_BODY_LIMIT_BYTES: positiveInt.default(64 * 1024).describe('largest request body the api accepts (bytes)'),
   API_RATE_LIMIT_PER_MINUTE: positiveInt.default(60_000).describe('most api requests a minute per token; beyond, 429'),
+  AUDIT_RETENTION_DAYS: positiveInt.default(90).describe('days the audit trail keeps a row; older rows are pruned by the interval sweep, oldest first, in small batches'),
   RECONCILE_INTERVAL_S: positiveInt.default(300).describe('seconds between reconciliation sweeps of every enabled park'),
   RECONCILE_PAGE_SIZE: positiveInt.default(500).describe('users read per page by the sweep, from the database and the call center'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino level of the JSON logs on stderr'),

@@ -1,6 +1,7 @@
 // `fleet-sync replay`: reads a topic from a chosen position up to where it ended when the replay started, and
 // prints the decoded events (JSON lines on stdout) or re-applies them to the call center.
 import { randomBytes } from 'node:crypto';
+import { capEvents, eventCause, type EventCause } from './audit/trail.js';
 import { loadSchemaRegistry } from './avro/registry.js';
 import type { Config } from './config.js';
 import { FleetSyncError } from './errors.js';
@@ -86,6 +87,7 @@ export async function replay(deps: ReplayDeps, options: ReplayOptions): Promise<
         try {
           const end = ends.get(batch.partition) ?? 0n;
           const uids = new Set<string>();
+          const causes = new Map<string, EventCause[]>();
           const parkIds = new Set<string>();
           for (const m of batch.messages) {
             if (BigInt(m.offset) >= end) break;
@@ -98,12 +100,19 @@ export async function replay(deps: ReplayDeps, options: ReplayOptions): Promise<
               const key = m.key ? registry.decode(m.key).value : null;
               out.write(`${JSON.stringify({ topic: batch.topic, partition: batch.partition, offset: m.offset, key, value })}\n`);
             } else if (value) {
-              for (const r of [value.before, value.after]) if (r?.yandex_uid) uids.add(String(r.yandex_uid));
+              for (const r of [value.before, value.after]) {
+                if (!r?.yandex_uid) continue;
+                const uid = String(r.yandex_uid);
+                uids.add(uid);
+                const cause = eventCause(value, { topic: batch.topic, partition: batch.partition, offset: m.offset });
+                const known = causes.get(uid) ?? [];
+                if (!known.some((c) => c.offset === cause.offset)) causes.set(uid, [...known, cause]);
+              }
               if (batch.topic === parksTopic && row) parkIds.add(String(row.park_id));
             }
           }
           // The applier judges each uid by its rows and parks as the table has them now.
-          if (apply && uids.size > 0) await apply.sync.applier.syncUids(uids);
+          if (apply && uids.size > 0) await apply.sync.applier.syncUids(uids, { cause: (uid) => ({ kind: 'replay', ...capEvents(causes.get(uid) ?? []) }) });
           if (apply) for (const parkId of parkIds) await apply.reconciler.reconcilePark(parkId, 'replay');
           if (Date.now() - lastReport > 2_000) {
             lastReport = Date.now();

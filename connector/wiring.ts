@@ -16,6 +16,6 @@ export interface SyncStack {
 
 export function createSyncStack(deps: { config: Config; log: Logger; metrics: Metrics; client?: CallCenterClient }): SyncStack {
   const sync = createSyncContext(deps);
-  const reconciler = createReconciler({ ...sync, log: deps.log, metrics: deps.metrics, pageSize: deps.config.RECONCILE_PAGE_SIZE });
+  const reconciler = createReconciler({ ...sync, log: deps.log, metrics: deps.metrics, pageSize: deps.config.RECONCILE_PAGE_SIZE, auditRetentionDays: deps.config.AUDIT_RETENTION_DAYS });
   return { sync, reconciler, close: () => sync.close() };
 }

@@ -15,6 +15,7 @@ const LAYERS: Record<string, number> = {
   'connector/kafka': 0,
   'connector/callcenter': 0,
   'connector/sync': 1,
+  'connector/audit': 1, // the audit trail: written by the applier, read by the api and `why`
   'connector/source': 2,
   'connector/sink': 2,
   'connector/reconcile': 2,

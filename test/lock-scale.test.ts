@@ -53,7 +53,7 @@ describe('uid locks at the scale of a large park', () => {
     const revoke = stack.reconciler.reconcilePark('big', 'park_off');
     // Meanwhile another park's user changes and is applied under its own lock.
     await db.pool.query(`UPDATE call_center_parks SET enabled = true WHERE park_id = 'small'`);
-    const other = await stack.sync.applier.syncUids(['small-1']);
+    const other = await stack.sync.applier.syncUids(['small-1'], { cause: { kind: 'sweep', run_id: 'test', reason: 'manual', park_id: 'small' } });
     expect(other.get('small-1')).toMatchObject({ granted: 1 });
     const counts = await revoke;
     sampling = false;

@@ -3,7 +3,7 @@
 // own cases as a table. A failing seed prints its sequence and the `npm run chaos -- --model` command to replay
 // and shrink it (no shrinking here: each candidate would cost a fresh pipeline).
 import { describe, expect, it } from 'vitest';
-import { accessViolations, formatFailure, OUTSIDERS, runModelSeed, type DbSnapshot, type ParkRowSnapshot, type UserRowSnapshot } from '../scripts/lib/model.js';
+import { accessViolations, auditViolations, formatFailure, OUTSIDERS, runModelSeed, type DbSnapshot, type ParkRowSnapshot, type UserRowSnapshot } from '../scripts/lib/model.js';
 import type { Grants } from '../scripts/lib/oracle.js';
 import { serviceUrls, TEST_LOG_FILE } from './helpers.js';
 
@@ -101,6 +101,24 @@ describe('the model checker', () => {
     ],
   ])('%s', (_name, db, held, violations) => {
     expect(accessViolations(db, held, outsiders)).toEqual(violations);
+  });
+
+  it("the audit trail's latest applied change of a key must be what the call center holds (rule 4)", () => {
+    const db: DbSnapshot = {
+      expected: {},
+      parks: [],
+      users: [],
+      audit: [
+        { project_id: 'proj-a', uid: 'u1', roles_after: ['cc-lead'], id: '7' },
+        { project_id: 'proj-a', uid: 'u2', roles_after: [], id: '9' },
+        { project_id: 'proj-b', uid: 'u1', roles_after: [], id: '12' },
+      ],
+    };
+    expect(auditViolations(db, { 'proj-a': { u1: ['cc-lead'] }, 'proj-b': {} })).toEqual([]);
+    expect(auditViolations(db, { 'proj-a': { u1: ['cc-operator'], u2: ['cc-lead'] } })).toEqual([
+      'proj-a/u1: holds ["cc-operator"], the audit trail\'s latest change (#7) says ["cc-lead"] (rule 4)',
+      'proj-a/u2: holds ["cc-lead"], the audit trail\'s latest change (#9) says [] (rule 4)',
+    ]);
   });
 
   it('the outsiders of the model world hold roles in both projects', () => {

@@ -69,21 +69,46 @@ export interface ParkOn {
   yandexTeamRoleId: string | null;
 }
 
-export async function turnParkOn(pool: pg.Pool, on: ParkOn): Promise<SyncRecord> {
-  const roleIds = on.roles.map((r) => r.role_id);
-  return inTransaction(pool, async (client) => {
-    const park = await client.query('SELECT 1 FROM parks WHERE id = $1 FOR KEY SHARE', [on.parkId]);
-    if (park.rowCount === 0) throw new FleetSyncError('PARK_NOT_FOUND', `park ${on.parkId} does not exist`);
-    // FOR SHARE: a mapped role cannot move to another park or vanish before this commits.
-    const owned = await client.query<{ id: string }>('SELECT id FROM roles WHERE park_id = $1 AND id = ANY($2::text[]) FOR SHARE', [
-      on.parkId,
-      roleIds,
-    ]);
-    const ownedIds = new Set(owned.rows.map((r) => r.id));
-    const foreign = roleIds.find((id) => !ownedIds.has(id));
-    if (foreign !== undefined) throw new FleetSyncError('ROLE_NOT_IN_PARK', `role ${foreign} is not a role of park ${on.parkId}`);
+/** Who asks for a toggle: recorded with it (call_center_toggles), the cause its sweep names in the audit trail. */
+export interface ToggleBy {
+  tokenName: string;
+  requestId: string;
+}
 
-    const roleMap = JSON.stringify(Object.fromEntries(on.roles.map((r) => [r.role_id, r.call_center_role_id])));
+/**
+ * The checks of a park/on: the park exists and every mapped role is one of its roles. With `lock` (inside the
+ * toggle's transaction) the rows are locked (FOR KEY SHARE, FOR SHARE): a mapped role cannot move or vanish before
+ * it commits. A dry run reads them only.
+ */
+export async function checkParkOn(db: pg.Pool | pg.PoolClient, on: ParkOn, lock: boolean): Promise<void> {
+  const roleIds = on.roles.map((r) => r.role_id);
+  const park = await db.query(`SELECT 1 FROM parks WHERE id = $1${lock ? ' FOR KEY SHARE' : ''}`, [on.parkId]);
+  if (park.rowCount === 0) throw new FleetSyncError('PARK_NOT_FOUND', `park ${on.parkId} does not exist`);
+  const owned = await db.query<{ id: string }>(`SELECT id FROM roles WHERE park_id = $1 AND id = ANY($2::text[])${lock ? ' FOR SHARE' : ''}`, [on.parkId, roleIds]);
+  const ownedIds = new Set(owned.rows.map((r) => r.id));
+  const foreign = roleIds.find((id) => !ownedIds.has(id));
+  if (foreign !== undefined) throw new FleetSyncError('ROLE_NOT_IN_PARK', `role ${foreign} is not a role of park ${on.parkId}`);
+}
+
+export const roleMapOf = (roles: readonly RoleMapping[]): Record<string, string> => Object.fromEntries(roles.map((r) => [r.role_id, r.call_center_role_id]));
+
+/** The park's sync row now, or undefined. */
+export async function currentSyncRow(db: pg.Pool | pg.PoolClient, parkId: string): Promise<SyncRow | undefined> {
+  return (await db.query<SyncRow>(`SELECT ${SYNC_COLUMNS} FROM call_center_parks WHERE park_id = $1`, [parkId])).rows[0];
+}
+
+async function recordToggle(client: pg.PoolClient, row: SyncRow, revoke: boolean | null, by: ToggleBy): Promise<void> {
+  await client.query(
+    'INSERT INTO call_center_toggles (park_id, enabled, project_id, role_map, revoke, token_name, request_id) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7)',
+    [row.park_id, row.enabled, row.project_id, JSON.stringify(row.role_map), revoke, by.tokenName, by.requestId],
+  );
+}
+
+/** `by`: the api request asking (recorded as the toggle); a script writing the row directly records none. */
+export async function turnParkOn(pool: pg.Pool, on: ParkOn, by?: ToggleBy): Promise<SyncRecord> {
+  return inTransaction(pool, async (client) => {
+    await checkParkOn(client, on, true);
+    const roleMap = JSON.stringify(roleMapOf(on.roles));
     // The WHERE of DO UPDATE makes an identical repeat write nothing: no new row version, no change event.
     const written = await client.query<SyncRow>(
       `INSERT INTO call_center_parks AS p (park_id, project_id, role_map, yandex_team_role_id, enabled, enabled_at)
@@ -101,7 +126,8 @@ export async function turnParkOn(pool: pg.Pool, on: ParkOn): Promise<SyncRecord>
        RETURNING ${SYNC_COLUMNS}`,
       [on.parkId, on.projectId, roleMap, on.yandexTeamRoleId],
     );
-    const row = written.rows[0] ?? (await client.query<SyncRow>(`SELECT ${SYNC_COLUMNS} FROM call_center_parks WHERE park_id = $1`, [on.parkId])).rows[0];
+    if (written.rows[0] && by) await recordToggle(client, written.rows[0], null, by);
+    const row = written.rows[0] ?? (await currentSyncRow(client, on.parkId));
     return toSyncRecord(row!);
   });
 }
@@ -110,7 +136,7 @@ export async function turnParkOn(pool: pg.Pool, on: ParkOn): Promise<SyncRecord>
  * Turns the park's sync off. Unknown park and a park whose sync was never turned on are both 404 PARK_NOT_FOUND
  * (the message tells which): there is no record to answer with, and creating one would invent a project.
  */
-export async function turnParkOff(pool: pg.Pool, parkId: string, revoke: boolean): Promise<SyncRecord> {
+export async function turnParkOff(pool: pg.Pool, parkId: string, revoke: boolean, by?: ToggleBy): Promise<SyncRecord> {
   return inTransaction(pool, async (client) => {
     // Already off with the same revoke: no write. Off again with another revoke keeps the first disabled_at.
     const written = await client.query<SyncRow>(
@@ -122,13 +148,18 @@ export async function turnParkOff(pool: pg.Pool, parkId: string, revoke: boolean
        RETURNING ${SYNC_COLUMNS}`,
       [parkId, revoke],
     );
-    if (written.rows[0]) return toSyncRecord(written.rows[0]);
-    const current = await client.query<SyncRow>(`SELECT ${SYNC_COLUMNS} FROM call_center_parks WHERE park_id = $1`, [parkId]);
-    if (current.rows[0]) return toSyncRecord(current.rows[0]);
-    const park = await client.query('SELECT 1 FROM parks WHERE id = $1', [parkId]);
-    throw new FleetSyncError(
-      'PARK_NOT_FOUND',
-      park.rowCount === 0 ? `park ${parkId} does not exist` : `call-center sync was never turned on for park ${parkId}`,
-    );
+    if (written.rows[0]) {
+      if (by) await recordToggle(client, written.rows[0], revoke, by);
+      return toSyncRecord(written.rows[0]);
+    }
+    return toSyncRecord(await existingSyncRow(client, parkId));
   });
+}
+
+/** The park's sync row; 404 PARK_NOT_FOUND naming which is missing, the park or its sync. */
+export async function existingSyncRow(db: pg.Pool | pg.PoolClient, parkId: string): Promise<SyncRow> {
+  const current = await currentSyncRow(db, parkId);
+  if (current) return current;
+  const park = await db.query('SELECT 1 FROM parks WHERE id = $1', [parkId]);
+  throw new FleetSyncError('PARK_NOT_FOUND', park.rowCount === 0 ? `park ${parkId} does not exist` : `call-center sync was never turned on for park ${parkId}`);
 }

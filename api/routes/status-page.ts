@@ -1,6 +1,8 @@
 // GET /: a small status page for operators, one HTML document with its own style and script (no build step).
-// It holds no data: the browser fetches GET /v1/sync/call_center/parks with the operator's bearer token (from
-// ?token= or typed in, kept in localStorage), so the page itself needs no auth and /v1 stays as strict as it is.
+// It holds no data: the browser fetches GET /v1/sync/call_center/parks, and with audit:read the audit trail
+// (GET /v1/audit, /v1/audit/hourly, /v1/why), with the operator's bearer token (from ?token= or typed in, kept in
+// localStorage), so the page itself needs no auth and /v1 stays as strict as it is. Every value reaches the page
+// as text (textContent, setAttribute), never as markup.
 import { createHash } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
 
@@ -41,12 +43,29 @@ input { font: inherit; padding: 6px 8px; width: 360px; border: 1px solid #c9ced6
 button { font: inherit; padding: 5px 12px; border: 1px solid #c9ced6; border-radius: 6px; background: #fff; cursor: pointer; }
 [hidden] { display: none !important; }
 code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; }
+h2 { font-size: 15px; font-weight: 650; margin: 22px 0 8px; }
+h2 .small { font-weight: 400; margin-left: 8px; }
+.note { padding: 9px 12px; border-radius: 8px; background: var(--warn-bg); color: var(--warn); margin-bottom: 8px; }
+button.link { border: 0; padding: 0; background: none; color: #1d4ed8; text-decoration: underline; font: inherit; cursor: pointer; }
+svg.spark { display: block; }
+svg.spark rect { fill: #3b6fd8; }
+svg.spark rect.zero { fill: var(--line); }
+.panel { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; margin-top: 12px; }
+.panel-head { display: flex; align-items: baseline; gap: 12px; margin-bottom: 6px; }
+.panel-head button { margin-left: auto; }
+.panel pre { margin: 0; white-space: pre-wrap; font: 12px/1.5 ui-monospace, "DejaVu Sans Mono", monospace; }
 `;
 
 const SCRIPT = `
 'use strict';
 const STATUS_URL = '/v1/sync/call_center/parks';
+const AUDIT_URL = '/v1/audit?limit=20';
+const HOURLY_URL = '/v1/audit/hourly?hours=24';
+const WHY_URL = '/v1/why?uid=';
 const REFRESH_MS = 2000;
+// The hourly chart changes slowly and costs a scan of a day of the trail: read it less often than the rest.
+const HOURLY_MS = 30000;
+const SVG = 'http://www.w3.org/2000/svg';
 const KEY = 'fleet-sync.token';
 const $ = (id) => document.getElementById(id);
 
@@ -144,7 +163,167 @@ function parkRow(p) {
     el('td', { class: 'num' }, seconds(p.lag_seconds)),
     sweepCell(p.last_sweep),
     correctionsCell(p.last_sweep),
-    el('td', { class: 'num' + (dead > 0 ? ' bad' : '') }, num(dead)));
+    el('td', { class: 'num' + (dead > 0 ? ' bad' : '') }, num(dead)),
+    chartCell(p.park_id));
+}
+
+// ---- The audit trail (scope audit:read): latest changes, a chart per park, why a uid holds what it holds. ----
+
+/** null until read; { denied: message } for a token without audit:read; else { start, parks: Map(park → changes) }. */
+let hourly = null;
+let hourlyReadAt = 0;
+
+function chartCell(parkId) {
+  if (!hourly) return el('td', { class: 'small' }, '–');
+  if (hourly.denied) return el('td', { class: 'small', title: hourly.denied }, 'needs audit:read');
+  const changes = hourly.parks.get(parkId) || new Array(24).fill(0);
+  return el('td', { 'data-field': 'chart' }, chart(changes, Date.parse(hourly.start)));
+}
+
+/** Inline SVG bars, oldest hour first; each bar's title says its hour and count. */
+function chart(changes, startMs) {
+  const w = 4, gap = 1, h = 28;
+  const max = Math.max(1, ...changes);
+  const total = changes.reduce((a, b) => a + b, 0);
+  const svg = document.createElementNS(SVG, 'svg');
+  svg.setAttribute('class', 'spark');
+  svg.setAttribute('width', String(changes.length * (w + gap)));
+  svg.setAttribute('height', String(h));
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', total + ' changes in the last ' + changes.length + ' h');
+  changes.forEach((n, i) => {
+    const bar = document.createElementNS(SVG, 'rect');
+    const height = n === 0 ? 1 : Math.max(2, Math.round((n / max) * h));
+    bar.setAttribute('x', String(i * (w + gap)));
+    bar.setAttribute('y', String(h - height));
+    bar.setAttribute('width', String(w));
+    bar.setAttribute('height', String(height));
+    bar.setAttribute('data-count', String(n));
+    if (n === 0) bar.setAttribute('class', 'zero');
+    const title = document.createElementNS(SVG, 'title');
+    title.textContent = new Date(startMs + i * 3600000).toISOString().slice(11, 16) + ' UTC: ' + n + (n === 1 ? ' change' : ' changes');
+    bar.append(title);
+    svg.append(bar);
+  });
+  return el('div', { title: total + ' changes in the last ' + changes.length + ' h' }, svg, el('div', { class: 'small' }, num(total) + ' in 24 h'));
+}
+
+const roles = (r) => (r === null || r === undefined ? '?' : '[' + r.join(', ') + ']');
+const OPS = { c: 'insert', u: 'update', d: 'delete', r: 'snapshot', t: 'truncate' };
+
+/** What a row did, in a few words. */
+function what(e) {
+  if (e.action === 'profile') return 'profile put';
+  const where = e.project_id ? ' in ' + e.project_id : '';
+  if (e.action === 'adopt') return 'adopted ' + roles(e.roles_after) + where;
+  return e.action + ' ' + roles(e.roles_before) + ' → ' + roles(e.roles_after) + where;
+}
+
+/** The cause in a few words; the details in its title. */
+function why(cause) {
+  const first = cause && Array.isArray(cause.events) ? cause.events[0] : undefined;
+  const more = cause && Array.isArray(cause.events) ? cause.events.length - 1 + (cause.more || 0) : 0;
+  const ev = first ? first.topic.split('.').pop() + '[' + first.partition + ']@' + first.offset + ' · ' + (OPS[first.op] || first.op) + (more > 0 ? ' +' + more : '') : '';
+  const detail = first ? first.topic + '[' + first.partition + ']@' + first.offset + ', lsn ' + first.lsn + ', tx ' + first.tx_id + ', committed ' + first.commit_ts : '';
+  switch (cause && cause.kind) {
+    case 'event': return { text: 'event ' + ev, title: detail };
+    case 'sweep': {
+      const t = cause.toggle;
+      return { text: 'sweep #' + cause.run_id + ' · ' + cause.reason + (t ? ' by ' + t.token_name : ''), title: t ? 'turned ' + (t.enabled ? 'on' : 'off') + ' by token ' + t.token_name + ', request ' + t.request_id + ', at ' + t.at : '' };
+    }
+    case 'retry': return { text: 'retry · ' + cause.attempts + (cause.attempts === 1 ? ' attempt' : ' attempts'), title: detail };
+    case 'replay': return { text: 'replay' + (ev ? ' ' + ev : ''), title: detail };
+    default: return { text: JSON.stringify(cause), title: '' };
+  }
+}
+
+const OUTCOMES = { applied: 'on', parked: 'warn', dead_lettered: 'bad', refused: 'bad' };
+
+/** A cause of a shape this page does not know (a newer fleet-sync's) is shown as its JSON, never breaking the page. */
+function causeCell(cause) {
+  try {
+    return why(cause);
+  } catch (err) {
+    return { text: JSON.stringify(cause), title: '' };
+  }
+}
+
+function changeRow(e) {
+  const cause = causeCell(e.cause);
+  const who = el('button', { type: 'button', class: 'link', 'data-uid': e.uid, title: 'why does ' + e.uid + ' hold what it holds?' }, e.uid);
+  who.addEventListener('click', () => openWhy(e.uid));
+  return el('tr', { 'data-change': e.id },
+    el('td', { class: 'nowrap', title: e.at }, ago(e.at)),
+    el('td', { class: 'nowrap' }, who, el('div', { class: 'small' }, 'park ' + (e.park_id || '–'))),
+    el('td', {}, what(e)),
+    el('td', { title: cause.title }, cause.text),
+    el('td', {}, el('span', { class: 'badge ' + (OUTCOMES[e.outcome] || 'warn'), title: e.error || '' }, e.outcome.replace('_', ' ')), e.error ? el('div', { class: 'small' }, e.error) : null));
+}
+
+function renderChanges(audit) {
+  const note = $('audit-note');
+  if (audit.denied) {
+    note.hidden = false;
+    note.textContent = 'This token lacks the audit:read scope: the latest changes, the charts and why are not shown.';
+    note.title = audit.denied;
+    $('changes-table').hidden = true;
+    return;
+  }
+  if (audit.error) {
+    note.hidden = false;
+    note.textContent = 'Could not read the audit trail: ' + audit.error;
+    return;
+  }
+  note.hidden = true;
+  $('changes-table').hidden = false;
+  const rows = audit.entries.map(changeRow);
+  $('changes').replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { colspan: 5, class: 'small' }, 'No change yet.'))]));
+}
+
+async function openWhy(uid) {
+  const panel = $('why-panel');
+  panel.hidden = false;
+  $('why-title').textContent = 'Why uid ' + uid;
+  $('why-text').textContent = 'loading…';
+  try {
+    const { res, body } = await getJson(WHY_URL + encodeURIComponent(uid));
+    if (!res.ok) throw new Error(body.message || 'the why route answered ' + res.status);
+    let lines;
+    if (!body.known) lines = ['uid ' + body.uid + ' is unknown to fleet-sync: no users row, grant record or audit row names it.'];
+    else if (body.projects.length === 0) lines = ['uid ' + body.uid + ' holds nothing from fleet-sync in any project: none of its parks syncs to the call center.'];
+    else lines = body.projects.flatMap((p) => p.explanation);
+    $('why-text').textContent = lines.join('\\n');
+  } catch (e) {
+    $('why-text').textContent = 'Could not read why: ' + e.message;
+  }
+  panel.scrollIntoView({ block: 'nearest' });
+}
+
+async function getJson(url) {
+  const res = await fetch(url, { headers: { authorization: 'Bearer ' + localStorage.getItem(KEY) }, cache: 'no-store' });
+  return { res, body: await res.json().catch(() => ({})) };
+}
+
+/** The audit sections' data; never throws: a token without audit:read still sees the rest of the page. */
+async function readAudit() {
+  try {
+    const { res, body } = await getJson(AUDIT_URL);
+    if (res.status === 403) {
+      hourly = { denied: body.message || 'forbidden' };
+      return { denied: body.message || 'forbidden' };
+    }
+    if (!res.ok) throw new Error(body.message || 'the audit route answered ' + res.status);
+    if (!hourly || hourly.denied || Date.now() - hourlyReadAt > HOURLY_MS) {
+      const h = await getJson(HOURLY_URL);
+      if (h.res.ok) {
+        hourly = { start: h.body.start, parks: new Map(h.body.parks.map((p) => [p.park_id, p.changes])) };
+        hourlyReadAt = Date.now();
+      }
+    }
+    return { entries: body.entries };
+  } catch (e) {
+    return { error: e.message };
+  }
 }
 
 function render(body) {
@@ -160,7 +339,7 @@ function render(body) {
     card('Events applied', num(sum((p) => p.last_event && p.last_event.events_applied)), 'lag ' + (lags.length ? seconds(Math.max(...lags)) : '–') + ' (slowest park)', 'events-applied'),
     card('Dead letters', el('span', { class: dead > 0 ? 'bad' : '' }, num(dead)), dead > 0 ? 'see the dead-letter topic' : 'none', 'dead-letters'));
   const rows = parks.map(parkRow);
-  $('parks').replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { colspan: 9, class: 'small' }, 'No park has turned the call center on yet (POST /v1/sync/call_center/park/on).'))]));
+  $('parks').replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { colspan: 10, class: 'small' }, 'No park has turned the call center on yet (POST /v1/sync/call_center/park/on).'))]));
 }
 
 let timer;
@@ -169,7 +348,7 @@ async function refresh() {
   const token = localStorage.getItem(KEY);
   if (!token) return showForm();
   try {
-    const res = await fetch(STATUS_URL, { headers: { authorization: 'Bearer ' + token }, cache: 'no-store' });
+    const [res, audit] = await Promise.all([fetch(STATUS_URL, { headers: { authorization: 'Bearer ' + token }, cache: 'no-store' }), readAudit()]);
     if (res.status === 401 || res.status === 403) {
       const body = await res.json().catch(() => ({}));
       localStorage.removeItem(KEY);
@@ -177,6 +356,7 @@ async function refresh() {
     }
     if (!res.ok) throw new Error('the status route answered ' + res.status);
     render(await res.json());
+    renderChanges(audit);
     $('banner').hidden = true;
     $('form').hidden = true;
     $('content').hidden = false;
@@ -194,8 +374,12 @@ $('form').addEventListener('submit', (event) => {
   if (token) localStorage.setItem(KEY, token);
   refresh();
 });
+$('why-close').addEventListener('click', () => {
+  $('why-panel').hidden = true;
+});
 $('forget').addEventListener('click', () => {
   localStorage.removeItem(KEY);
+  hourly = null;
   clearTimeout(timer);
   showForm();
 });
@@ -222,17 +406,27 @@ const PAGE = `<!doctype html>
 <main>
   <div id="banner" class="banner" hidden></div>
   <form id="form" hidden>
-    <label for="token">A bearer token of the api with the <code>users:read</code> scope (one of <code>API_TOKENS</code>); it stays in this browser.</label>
+    <label for="token">A bearer token of the api with the <code>users:read</code> scope, and <code>audit:read</code> for the audit trail (one of <code>API_TOKENS</code>); it stays in this browser.</label>
     <input id="token" type="password" autocomplete="off" placeholder="token"> <button type="submit">Show status</button>
     <p id="form-error" class="bad"></p>
   </form>
   <div id="content" hidden>
     <div id="cards" class="cards"></div>
     <table>
-      <thead><tr><th>Park</th><th>Sync</th><th>Project</th><th>Users granted</th><th>Last event applied</th><th>Lag</th><th>Last sweep</th><th>Corrections</th><th>Dead letters</th></tr></thead>
+      <thead><tr><th>Park</th><th>Sync</th><th>Project</th><th>Users granted</th><th>Last event applied</th><th>Lag</th><th>Last sweep</th><th>Corrections</th><th>Dead letters</th><th>Changes · 24 h</th></tr></thead>
       <tbody id="parks"></tbody>
     </table>
-    <p class="small">Refreshes every 2 s from <code>GET /v1/sync/call_center/parks</code>. Corrections: what the last sweep repaired, each something the stream missed; the sweep of a toggle (backfill, revocation) does the toggle's work instead. Also: <a href="/metrics">metrics</a>, <a href="/docs">OpenAPI</a>, <a href="/readyz">readiness</a>.</p>
+    <p class="small">Refreshes every 2 s from <code>GET /v1/sync/call_center/parks</code>. Corrections: what the last sweep repaired, each something the stream missed; the sweep of a toggle (backfill, revocation) does the toggle's work instead. Changes · 24 h: what fleet-sync changed in the call center per hour (<code>GET /v1/audit/hourly</code>). Also: <a href="/metrics">metrics</a>, <a href="/docs">OpenAPI</a>, <a href="/readyz">readiness</a>.</p>
+    <h2>Latest changes<span class="small">from <code>GET /v1/audit</code>; a uid opens why it holds what it holds</span></h2>
+    <div id="audit-note" class="note" hidden></div>
+    <table id="changes-table">
+      <thead><tr><th>When</th><th>Who</th><th>What</th><th>Why</th><th>Outcome</th></tr></thead>
+      <tbody id="changes"></tbody>
+    </table>
+    <div id="why-panel" class="panel" hidden>
+      <div class="panel-head"><strong id="why-title"></strong><button id="why-close" type="button">close</button></div>
+      <pre id="why-text"></pre>
+    </div>
   </div>
 </main>
 <script>${SCRIPT}</script>
@@ -253,7 +447,7 @@ const CSP = [
 ].join('; ');
 
 export const statusPageRoutes: FastifyPluginAsync = async (app) => {
-  app.get('/', { schema: { summary: 'Status page for operators (HTML; its data comes from GET /v1/sync/call_center/parks with a token)', tags: ['ops'] } }, async (_request, reply) =>
+  app.get('/', { schema: { summary: 'Status page for operators (HTML; its data comes from GET /v1/sync/call_center/parks and /v1/audit with a token)', tags: ['ops'] } }, async (_request, reply) =>
     reply
       .type('text/html; charset=utf-8')
       .header('content-security-policy', CSP)

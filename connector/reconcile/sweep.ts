@@ -6,9 +6,11 @@ import type { CallCenterClient } from '../callcenter/client.js';
 import type { Logger } from '../log.js';
 import { FleetSyncError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import type { Applier, Listing, UidOutcome } from '../sync/applier.js';
+import { latestToggle, pruneAudit, type AuditCause } from '../audit/trail.js';
+import type { Applier, Listing, SyncOptions, UidOutcome } from '../sync/applier.js';
 import { grantKey, sameRoles } from '../sync/desired.js';
 import { readPark } from '../sync/parks.js';
+import { dryRunSweep } from './dry-run.js';
 import type { Reconciler, SweepCounts, SweepOptions, SweepReason } from '../sync/reconciler.js';
 import { databaseNowMs, grantedUids, pruneTombstones, uidsOfPark, usersOfPark } from '../sync/store.js';
 
@@ -19,13 +21,14 @@ export interface ReconcilerDeps {
   log: Logger;
   metrics: Metrics;
   pageSize: number;
+  /** Audit rows older than this are pruned by the interval sweep. */
+  auditRetentionDays: number;
 }
 
-/**
- * One attempt per call: a uid the call center does not take is parked for the retry loop at once, so the sweep
- * never holds a chunk of uid locks through retries and timeouts that the stream's batches wait behind.
- */
-const applyOptions = (options: SweepOptions) => ({ maxAttempts: 1, ...(options.signal ? { signal: options.signal } : {}) });
+/** One sweep run: what it was asked with, and what every applier call of it is given. */
+interface Run extends SweepOptions {
+  apply: SyncOptions;
+}
 
 /** Sweeps whose writes are the work asked for (a backfill, a revocation, the state after a truncate), not drift. */
 const WORK_SWEEPS = new Set<SweepReason>(['park_on', 'park_off', 'truncate']);
@@ -47,22 +50,28 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   const log = deps.log.child({ module: 'reconcile' });
 
   const reconcilePark: Reconciler['reconcilePark'] = async (parkId, reason, options = {}) => {
-    // The park as the table has it now; the applier reads it again under each uid's lock.
-    const park = await readPark(pool, parkId);
+    const { dryRun } = options;
+    // The park as the table has it now (or as a dry run's toggle would write it); the applier reads it again under
+    // each uid's lock.
+    const park = dryRun ? (dryRun.park ?? (await readPark(pool, parkId))) : await readPark(pool, parkId);
     const counts = zero();
     const projectId = park?.project_id ?? '';
-    const { rows } = await pool.query<{ id: string }>(
-      'INSERT INTO reconcile_runs (park_id, project_id, reason) VALUES ($1, $2, $3) RETURNING id',
-      [parkId, projectId, reason],
-    );
-    const runId = rows[0]!.id;
+    // A dry run writes nothing, not even its run.
+    const runId = dryRun
+      ? 'dry-run'
+      : (await pool.query<{ id: string }>('INSERT INTO reconcile_runs (park_id, project_id, reason) VALUES ($1, $2, $3) RETURNING id', [parkId, projectId, reason])).rows[0]!.id;
+    const toggle = reason === 'park_on' || reason === 'park_off' ? await latestToggle(pool, parkId) : undefined;
+    const cause: AuditCause = { kind: 'sweep', run_id: runId, reason, park_id: parkId, ...(toggle ? { toggle } : {}) };
+    // One attempt per call: a uid the call center does not take is parked for the retry loop at once, so the sweep
+    // never holds a chunk of uid locks through retries and timeouts that the stream's batches wait behind.
+    const run: Run = { ...options, apply: { cause, maxAttempts: 1, ...(options.signal ? { signal: options.signal } : {}), ...(dryRun ? { dryRun } : {}) } };
     const started = Date.now();
     const plog = log.child({ park_id: parkId, project_id: projectId, reason, run: runId });
     try {
       if (!park) {
         // The park's sync row is gone (deleted, or the table truncated): off with revoke (SPEC §5). Its project
         // is no longer known, but fleet-sync's records name the project of every grant it made or adopted.
-        await revokeRecorded(parkId, counts, options);
+        await revokeRecorded(parkId, counts, run);
       } else if (!park.enabled) {
         if (park.revoke_on_disable) {
           // Off with revoke: every user the park managed (its rows, adopted or granted) and every grant in its
@@ -75,11 +84,11 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
             const members = await uidsOfPark(pool, parkId);
             const granted = await grantedUids(pool, { parkId, projectId });
             // What the project holds now: a member holding nothing there, and never recorded, is named for no call.
-            const listing = park.project_id ? await listProject(park.project_id, options) : undefined;
+            const listing = park.project_id ? await listProject(park.project_id, run) : undefined;
             const holders = listing ? members.filter((uid) => (listing.roles.get(grantKey(park.project_id, uid))?.length ?? 0) > 0) : [];
             const managed = holders.map((uid) => grantKey(park.project_id, uid));
             const uids = [...new Set([...granted, ...members])];
-            const outcomes = await applier.syncUids(uids, { managed, managedBy: parkId, ...(listing ? { listing: pick(listing, park.project_id, uids) } : {}), ...applyOptions(options) });
+            const outcomes = await applier.syncUids(uids, { managed, managedBy: parkId, ...(listing ? { listing: pick(listing, park.project_id, uids) } : {}), ...run.apply });
             tally(counts, outcomes);
             if (![...outcomes.values()].some((o) => o.revoked > 0)) break;
           }
@@ -92,15 +101,16 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
           // Every user of its rows is decided again too: one that is also a user of an enabled park in the project
           // holds exactly what that park gives (its record may name the other park).
           const uids = [...new Set([...granted, ...(await uidsOfPark(pool, parkId))])];
-          tally(counts, await applier.syncUids(uids, { managed: named, managedBy: parkId, ...applyOptions(options) }));
+          tally(counts, await applier.syncUids(uids, { managed: named, managedBy: parkId, ...run.apply }));
         }
       } else {
         // Grants this park gave in another project first (its mapping moved): they never wait for the new project,
         // which may be down.
         const moved = [...new Set([...(await grantedUids(pool, { parkId })), ...(await uidsRecordedElsewhere(parkId, park.project_id))])];
-        tally(counts, await applier.syncUids(moved, { ...applyOptions(options) }));
-        await sweepEnabled(park.project_id, parkId, counts, plog, options);
+        tally(counts, await applier.syncUids(moved, run.apply));
+        await sweepEnabled(park.project_id, parkId, counts, plog, run);
       }
+      if (dryRun) return counts; // what it would do is the dry run's; nothing was done
       const corrections = counts.corrected_grants + counts.corrected_profiles + counts.revoked;
       // The sweep of a toggle or a truncate does that change's work: its writes are expected, not drift.
       const drift = WORK_SWEEPS.has(reason) ? 0 : corrections;
@@ -114,7 +124,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       await recordRun(runId, counts, null);
       return counts;
     } catch (e) {
-      await recordRun(runId, counts, (e as Error).message).catch(() => {});
+      if (!dryRun) await recordRun(runId, counts, (e as Error).message).catch(() => {});
       throw e;
     }
   };
@@ -144,10 +154,10 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
    * A park that has no sync row any more: every uid fleet-sync recorded for it, and every user of its rows (a uid in
    * two parks of one project may be recorded under the other), is decided again without it, in every project.
    */
-  async function revokeRecorded(parkId: string, counts: SweepCounts, options: SweepOptions) {
+  async function revokeRecorded(parkId: string, counts: SweepCounts, run: Run) {
     for (let round = 0; round < 5; round++) {
       const uids = [...new Set([...(await grantedUids(pool, { parkId })), ...(await uidsOfPark(pool, parkId))])];
-      const outcomes = await applier.syncUids(uids, { ...applyOptions(options) });
+      const outcomes = await applier.syncUids(uids, run.apply);
       tally(counts, outcomes);
       if (![...outcomes.values()].some((o) => o.revoked > 0)) break;
     }
@@ -167,8 +177,8 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     return { roles: actual, takenAtMs };
   }
 
-  async function sweepEnabled(projectId: string, parkId: string, counts: SweepCounts, plog: Logger, options: SweepOptions) {
-    const listing = await listProject(projectId, options);
+  async function sweepEnabled(projectId: string, parkId: string, counts: SweepCounts, plog: Logger, run: Run) {
+    const listing = await listProject(projectId, run);
     const actual = listing.roles;
 
     const { rows } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM users WHERE park_id = $1', [parkId]);
@@ -178,14 +188,14 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     const seen = new Set<string>();
     for (;;) {
       // A sweep stopped (its member is stopping, or a newer request for the park supersedes it) stops between pages.
-      options.signal?.throwIfAborted();
+      run.signal?.throwIfAborted();
       const page = await usersOfPark(pool, parkId, afterId, deps.pageSize);
       if (page.length === 0) break;
       afterId = page.at(-1)!.id;
       const uids = [...new Set(page.filter((u) => u.yandex_uid).map((u) => u.yandex_uid!))];
       counts.skipped_no_uid += page.length - page.filter((u) => u.yandex_uid).length;
       counts.checked += page.length;
-      const { desired, records } = await applier.desiredFor(uids);
+      const { desired, records } = await applier.desiredFor(uids, run.dryRun?.park);
       const recorded = new Set(records.filter((g) => g.managed && g.project_id === projectId).map((g) => g.uid));
       const drifted: string[] = [];
       const inSync: string[] = [];
@@ -202,8 +212,8 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       // older than fleet-sync's last call for the uid is not trusted (the stream may have deleted or revoked the
       // user since the listing).
       const toApply = [...drifted, ...inSync.filter((uid) => !recorded.has(uid))];
-      if (toApply.length > 0) tally(counts, await applier.syncUids(toApply, { listing: pick(listing, projectId, toApply), ...applyOptions(options) }));
-      options.onProgress?.();
+      if (toApply.length > 0) tally(counts, await applier.syncUids(toApply, { listing: pick(listing, projectId, toApply), ...run.apply }));
+      run.onProgress?.();
       if (Date.now() - lastReport > 2_000) {
         lastReport = Date.now();
         plog.info({ done: counts.checked, total, percent: Math.round((100 * counts.checked) / Math.max(total, 1)) }, 'sweep progress');
@@ -212,14 +222,17 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     // Holders in the project who are not (or no longer) this park's users: only those fleet-sync granted are ours.
     const others = [...actual.keys()].map((k) => k.slice(projectId.length + 1)).filter((uid) => !seen.has(uid));
     if (others.length > 0) {
-      tally(counts, await applier.syncUids(others, { listing: pick(listing, projectId, others), ...applyOptions(options) }));
+      tally(counts, await applier.syncUids(others, { listing: pick(listing, projectId, others), ...run.apply }));
     }
   }
 
   return {
     reconcilePark,
+    dryRunPark: (parkId, reason, park) => dryRunSweep(reconcilePark, parkId, reason, park),
     async sweepAll(reason, options = {}) {
       await pruneTombstones(pool);
+      const pruned = await pruneAudit(pool, deps.auditRetentionDays);
+      if (pruned > 0) log.info({ rows: pruned, retentionDays: deps.auditRetentionDays }, 'audit trail pruned');
       // Every park that syncs, and every park fleet-sync still holds grants for that does not: off with revoke,
       // off without revoke (what its users no longer earn by its last mapping goes), or with no sync row at all.
       const { rows } = await pool.query<{ park_id: string }>(

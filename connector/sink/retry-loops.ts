@@ -121,7 +121,7 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
         if (uids.length > 0) {
           // Small chunks: a uid's lock is held while its calls are tried, and a stream batch touching one of these
           // uids waits for its chunk, not for a whole round of a project that is still down.
-          const outcomes = await applier.syncUids(uids, { lockChunk: RETRY_LOCK_CHUNK, signal });
+          const outcomes = await applier.syncUids(uids, { cause: { kind: 'retry', attempts: 0, events: [] }, lockChunk: RETRY_LOCK_CHUNK, signal });
           const parked = [...outcomes.values()].filter((o) => o.parked).length;
           const refused = await deadLetterRefused(outcomes);
           log.info({ uids: uids.length, done: uids.length - parked - refused, parked, refused }, 'retried parked uids');

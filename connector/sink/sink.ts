@@ -5,6 +5,7 @@
 // parks another topic feeds (that topic can lag this one).
 import { setMaxListeners } from 'node:events';
 import type { Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
+import { capEvents, eventCause } from '../audit/trail.js';
 import { loadSchemaRegistry, type SchemaRegistry } from '../avro/registry.js';
 import type { Config } from '../config.js';
 import { isFleetSyncError, isKnownFailure } from '../errors.js';
@@ -107,10 +108,17 @@ export function startSink(deps: SinkDeps): SinkHandle {
     }
     // One pass per uid for the whole batch: the applier reads the rows and the parks as they are now, so the last
     // state wins, and an event of a park this sink has not heard of being turned on is judged by the table.
+    const causes = (uid: string) =>
+      (grouped.eventsByUid.get(uid) ?? []).flatMap(({ message, env }) => (env ? [eventCause(env, { topic: batch.topic, partition: batch.partition, offset: message.offset })] : []));
     const outcomes = await applier.syncUids(grouped.uids, {
       profileChanged: grouped.profileChanged,
       touched: grouped.touched,
-      eventsOf: (uid) => (grouped.eventsByUid.get(uid) ?? []).map(({ message }) => parkedEvent(message, batch)),
+      cause: (uid) => ({ kind: 'event', ...capEvents(causes(uid)) }),
+      eventsOf: (uid) =>
+        (grouped.eventsByUid.get(uid) ?? []).map(({ message, env }) => ({
+          ...parkedEvent(message, batch),
+          ...(env ? { cause: eventCause(env, { topic: batch.topic, partition: batch.partition, offset: message.offset }) } : {}),
+        })),
       signal: stopping.signal,
     });
     const now = Date.now();

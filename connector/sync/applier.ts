@@ -17,6 +17,7 @@
 // (project, uid) it recorded until it has taken that access away, and one an event or a revocation names (a
 // delete, a move out). Everyone else in a project is the call-center team's and never touched.
 import type pg from 'pg';
+import { capEvents, type AuditCause, type AuditEntry, type EventCause } from '../audit/trail.js';
 import type { CallCenterClient } from '../callcenter/client.js';
 import { FleetSyncError, isFleetSyncError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -41,7 +42,33 @@ export interface Listing {
   takenAtMs: number;
 }
 
+/** What a dry run would do to one (project, uid): its roles before (null: not known) and after. */
+export interface PlannedChange {
+  projectId: string;
+  uid: string;
+  parkId: string;
+  rolesBefore: readonly string[] | null;
+  rolesAfter: readonly string[];
+  kind: 'granted' | 'changed' | 'adopted' | 'revoked';
+}
+
+/**
+ * A dry run: the decisions are computed from the same reads as a real pass, and handed to `record` instead of
+ * being made: no lock, no record, no call, no parking. `park` stands in for the park's row (the settings a toggle
+ * would write).
+ */
+export interface DryRun {
+  park?: ParkSync;
+  record(change: PlannedChange): void;
+}
+
 export interface SyncOptions {
+  /**
+   * Why these uids are applied, for the audit trail: the events (per uid), the sweep run, the retry loop, the
+   * replay. A uid with a parked retry taken by the retry loop gets that row's attempts and events added.
+   */
+  cause: AuditCause | ((uid: string) => AuditCause);
+  dryRun?: DryRun;
   /** uids whose profile changed: PUT the profile before roles. */
   profileChanged?: ReadonlySet<string>;
   /**
@@ -92,12 +119,13 @@ export interface Applier {
    * now is parked durably (call_center_retries) before this resolves, so the caller may move on; a database
    * failure rejects (nothing is lost: redo the call).
    */
-  syncUids(uids: Iterable<string>, options?: SyncOptions): Promise<Map<string, UidOutcome>>;
+  syncUids(uids: Iterable<string>, options: SyncOptions): Promise<Map<string, UidOutcome>>;
   /**
    * What the database says each (project, uid) of these uids should hold, keyed by grantKey, and fleet-sync's
-   * records of them: read without locks, a hint for choosing which uids to apply, never a decision.
+   * records of them: read without locks, a hint for choosing which uids to apply, never a decision. `standIn`
+   * replaces its park's row (a dry run's toggle).
    */
-  desiredFor(uids: string[]): Promise<{ desired: Map<string, string[]>; rows: UserRow[]; records: GrantRecord[] }>;
+  desiredFor(uids: string[], standIn?: ParkSync): Promise<{ desired: Map<string, string[]>; rows: UserRow[]; records: GrantRecord[] }>;
 }
 
 export interface ApplierDeps {
@@ -120,7 +148,12 @@ interface Change {
   roleIds: string[];
   /** The uid is a user of an enabled park mapped to the project (its record stays, even with []). */
   member: boolean;
+  /** What fleet-sync knew the call center held (null: not known). */
+  before: readonly string[] | null;
 }
+
+/** A key found in sync: recorded without a call (`member`: adopted; else a record forgotten). */
+type Adoption = SettledGrant & { before: readonly string[] };
 
 /** What one chunk of uids must do, computed under their locks. */
 interface Plan {
@@ -128,7 +161,7 @@ interface Plan {
   rowsByUid: Map<string, UserRow[]>;
   profiles: Set<string>;
   /** In-sync keys whose record changes without a call: members adopted, non-members holding nothing forgotten. */
-  adopted: SettledGrant[];
+  adopted: Adoption[];
   retries: RetryRow[];
   /** Projects named for each uid by the caller or a parked retry: kept if the uid is parked again. */
   namedProjects: Map<string, Set<string>>;
@@ -202,11 +235,11 @@ export function planChanges(input: {
   parks: ParkView;
   /** The database's clock when the state was read: a listing older than a tombstone's keeping is not trusted. */
   nowMs?: number;
-}): { changes: Map<string, Change[]>; adopted: SettledGrant[] } {
+}): { changes: Map<string, Change[]>; adopted: Adoption[] } {
   const { desired, parks, listing } = input;
   const recorded = new Map(input.records.map((g) => [grantKey(g.project_id, g.uid), g]));
   const changes = new Map<string, Change[]>();
-  const adopted: SettledGrant[] = [];
+  const adopted: Adoption[] = [];
   const keys = new Set([...desired.keys(), ...input.named.keys(), ...(listing?.roles.keys() ?? [])]);
   for (const [key, g] of recorded) if (g.managed) keys.add(key);
   const listingUsable = listing !== undefined && (input.nowMs === undefined || input.nowMs - listing.takenAtMs < TOMBSTONE_KEEP_MS);
@@ -237,7 +270,7 @@ export function planChanges(input: {
       if (has === undefined && !any && allowed.length > 0) continue;
       const keep = (has ?? any?.role_ids ?? []).filter((r) => allowed.includes(r)).sort();
       if (has !== undefined && sameRoles(has, keep)) continue;
-      changes.set(uid, [...(changes.get(uid) ?? []), { projectId, uid, parkId: frozen.park_id, roleIds: keep, member: false }]);
+      changes.set(uid, [...(changes.get(uid) ?? []), { projectId, uid, parkId: frozen.park_id, roleIds: keep, member: false, before: has ?? null }]);
       continue;
     }
     const parkId =
@@ -248,10 +281,10 @@ export function planChanges(input: {
     if (has !== undefined && sameRoles(has, want)) {
       // In sync. A member fleet-sync had no record of is adopted; a record of a uid that holds nothing and is no
       // member any more is forgotten (the uid is the call-center team's again).
-      if ((member && !record) || (!member && record && want.length === 0)) adopted.push({ projectId, uid, parkId, roleIds: want, member });
+      if ((member && !record) || (!member && record && want.length === 0)) adopted.push({ projectId, uid, parkId, roleIds: want, member, before: has });
       continue;
     }
-    changes.set(uid, [...(changes.get(uid) ?? []), { projectId, uid, parkId, roleIds: want, member }]);
+    changes.set(uid, [...(changes.get(uid) ?? []), { projectId, uid, parkId, roleIds: want, member, before: has ?? null }]);
   }
   return { changes, adopted };
 }
@@ -281,14 +314,19 @@ function frozenWant(uid: string, park: ParkSync, rows: readonly UserRow[]): stri
   return [...roles].sort();
 }
 
+/** The view with one park's row replaced (a dry run's toggle: the settings it would write). */
+function withStandIn(view: ParkView, standIn: ParkSync | undefined): ParkView {
+  return standIn ? (id) => (id === standIn.park_id ? standIn : view(id)) : view;
+}
+
 export function createApplier(deps: ApplierDeps): Applier {
   const { pool, client, metrics } = deps;
   const log = deps.log.child({ module: 'applier' });
   const lockChunk = deps.lockChunk ?? DEFAULT_LOCK_CHUNK;
 
-  const desiredFor = async (uids: string[]) => {
+  const desiredFor = async (uids: string[], standIn?: ParkSync) => {
     const { rows, records, parkRows, parkIds } = await uidState(pool, uids);
-    return { desired: desiredGrants(rows, parkView(parkRows, parkIds)), rows, records };
+    return { desired: desiredGrants(rows, withStandIn(parkView(parkRows, parkIds), standIn)), rows, records };
   };
 
   const plan = async (uids: string[], named: ReadonlySet<string>, options: SyncOptions): Promise<Plan> => {
@@ -296,7 +334,7 @@ export function createApplier(deps: ApplierDeps): Applier {
     const touched = (options.touched ?? []).filter((t) => inChunk.has(t.uid));
     // Read under the locks, parks included: the decision is never older than the events it applies.
     const { rows, records, retries, parkRows, parkIds, nowMs } = await uidState(pool, uids, [...new Set(touched.map((t) => t.parkId))]);
-    const parks = parkView(parkRows, parkIds);
+    const parks = withStandIn(parkView(parkRows, parkIds), options.dryRun?.park);
     const desired = desiredGrants(rows, parks);
     const namedProjects = new Map<string, Set<string>>();
     const allNamed = new Map<string, string>();
@@ -341,11 +379,40 @@ export function createApplier(deps: ApplierDeps): Applier {
     return { changes, rowsByUid, profiles, adopted, retries, namedProjects, parks };
   };
 
+  /** A dry run's chunk: the plan, handed to the dry run, and nothing more. */
+  const dryRunChunk = async (uids: string[], named: ReadonlySet<string>, options: SyncOptions, dryRun: DryRun) => {
+    const { changes, adopted } = await plan(uids, named, options);
+    for (const a of adopted) {
+      if (a.member) dryRun.record({ projectId: a.projectId, uid: a.uid, parkId: a.parkId, rolesBefore: a.before, rolesAfter: a.roleIds, kind: 'adopted' });
+    }
+    for (const c of [...changes.values()].flat()) {
+      const kind = c.roleIds.length === 0 ? 'revoked' : (c.before?.length ?? 0) === 0 ? 'granted' : 'changed';
+      dryRun.record({ projectId: c.projectId, uid: c.uid, parkId: c.parkId, rolesBefore: c.before, rolesAfter: c.roleIds, kind });
+    }
+  };
+
+  /** The cause of a uid's changes, with the attempts and events of the parked row the retry loop took. */
+  const causeOf = (uid: string, options: SyncOptions, retries: readonly RetryRow[]): AuditCause => {
+    const cause = typeof options.cause === 'function' ? options.cause(uid) : options.cause;
+    if (cause.kind !== 'retry') return cause;
+    const row = retries.find((r) => r.uid === uid);
+    if (!row) return cause;
+    const events: EventCause[] = row.events.map(
+      (e) => e.cause ?? { topic: e.topic, partition: e.partition, offset: e.offset, lsn: '', tx_id: null, commit_ts: null, op: '', park_id: null, role_id: null, user_id: null },
+    );
+    return { kind: 'retry', attempts: row.attempts, ...capEvents(events) };
+  };
+
   /** One chunk under its locks: plan, record what will be granted, call, settle, park what failed for now. */
   const syncChunk = async (uids: string[], named: ReadonlySet<string>, outcomes: Map<string, UidOutcome>, options: SyncOptions) => {
     const locks = await lockUids(pool, uids);
     try {
       const { changes, rowsByUid, profiles, adopted, retries, namedProjects, parks } = await plan(uids, named, options);
+      const audit: AuditEntry[] = [];
+      for (const a of adopted) {
+        if (!a.member) continue; // a record forgotten: no change in the call center, nothing adopted
+        audit.push({ projectId: a.projectId, uid: a.uid, parkId: a.parkId, action: 'adopt', rolesBefore: a.before, rolesAfter: a.roleIds, outcome: 'applied', cause: causeOf(a.uid, options, retries) });
+      }
       // Every change, revocations too, is recorded pending before its call: if the call lands and the settle does
       // not (the database went away), the record must not keep claiming what the call center held before.
       await recordPendingGrants(pool, [...changes.values()].flat());
@@ -356,8 +423,13 @@ export function createApplier(deps: ApplierDeps): Applier {
       const callOptions = { ...(options.signal ? { signal: options.signal } : {}), ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}) };
       const applyUid = async (uid: string) => {
         const outcome = outcomes.get(uid)!;
-        const fail = (e: unknown) => {
+        const cause = causeOf(uid, options, retries);
+        // Refused for good: the sink and the retry loop dead-letter the uid's events (the retry loop even with none).
+        const refusedAs = () => ((options.eventsOf?.(uid).length ?? 0) > 0 || retries.some((r) => r.uid === uid) ? 'dead_lettered' : 'refused');
+        /** A failed call: the uid is parked (for now) or refused (for good), and the trail says which. */
+        const fail = (entry: Omit<AuditEntry, 'outcome' | 'cause'>) => (e: unknown) => {
           if (!isFleetSyncError(e)) throw e; // of no known kind: the whole call is redone
+          audit.push({ ...entry, outcome: e.retriable ? 'parked' : refusedAs(), error: `${e.code}: ${e.message}`, cause });
           if (e.retriable) {
             outcome.parked ??= e;
             return;
@@ -368,12 +440,14 @@ export function createApplier(deps: ApplierDeps): Applier {
         const rowsOfUid = rowsByUid.get(uid) ?? [];
         const profileRow = rowsOfUid.find((r) => parks(r.park_id)?.enabled) ?? rowsOfUid[0];
         let profileSent = false;
+        const profileEntry = { projectId: null, uid, parkId: profileRow?.park_id ?? '', action: 'profile' as const, rolesBefore: null, rolesAfter: null };
         const putProfile = async () => {
           if (!profileRow) throw new FleetSyncError('CALL_CENTER_REJECTED', `no database row to create call-center user ${uid} from`);
           await client.putUser(uid, profileOf(profileRow), callOptions);
           profileSent = true;
           outcome.profiles++;
           metrics.applies.inc({ kind: 'profile' });
+          audit.push({ ...profileEntry, outcome: 'applied', cause });
         };
         const setRoles = async (change: Change) => {
           try {
@@ -394,12 +468,21 @@ export function createApplier(deps: ApplierDeps): Applier {
           else outcome.granted++;
           metrics.applies.inc({ kind: revoked ? 'revoke' : 'roles' });
           settled.push({ projectId: change.projectId, uid, parkId: change.parkId, roleIds: change.roleIds, member: change.member });
+          audit.push({ ...changeEntry(change), outcome: 'applied', cause });
         };
+        const changeEntry = (c: Change) => ({
+          projectId: c.projectId,
+          uid,
+          parkId: c.parkId,
+          action: c.roleIds.length === 0 ? ('revoke' as const) : ('roles' as const),
+          rolesBefore: c.before,
+          rolesAfter: c.roleIds,
+        });
         const ordered = changes.get(uid) ?? [];
         // Revocations first, each on its own: a refusal elsewhere must never leave access in place.
-        for (const change of ordered.filter((c) => c.roleIds.length === 0)) await setRoles(change).catch(fail);
-        if (profiles.has(uid) && profileRow) await putProfile().catch(fail);
-        for (const change of ordered.filter((c) => c.roleIds.length > 0)) await setRoles(change).catch(fail);
+        for (const change of ordered.filter((c) => c.roleIds.length === 0)) await setRoles(change).catch(fail(changeEntry(change)));
+        if (profiles.has(uid) && profileRow) await putProfile().catch(fail(profileEntry));
+        for (const change of ordered.filter((c) => c.roleIds.length > 0)) await setRoles(change).catch(fail(changeEntry(change)));
         if (outcome.parked) {
           const projects = new Set([...(namedProjects.get(uid) ?? []), ...ordered.map((c) => c.projectId)]);
           // A uid also refused for good has its events dead-lettered by the caller now: they are not parked too.
@@ -412,7 +495,7 @@ export function createApplier(deps: ApplierDeps): Applier {
         await inParallel([...new Set([...changes.keys(), ...profiles])], deps.maxInFlight, applyUid);
       } finally {
         // Whatever the call center accepted is recorded, even when another uid's failure ends the call.
-        await settleGrants(pool, settled);
+        await settleGrants(pool, settled, audit);
       }
       // Durable before the caller moves on (commits an offset, finishes a sweep): the retry loop takes it from here.
       await parkUids(pool, parked, deps.retryBackoff);
@@ -435,7 +518,7 @@ export function createApplier(deps: ApplierDeps): Applier {
 
   return {
     desiredFor,
-    async syncUids(uidList, options = {}) {
+    async syncUids(uidList, options) {
       const uids = [...new Set(uidList)];
       const outcomes = new Map<string, UidOutcome>(uids.map((u) => [u, { granted: 0, revoked: 0, profiles: 0 }]));
       const named = new Set(options.managed ?? []);
@@ -444,7 +527,10 @@ export function createApplier(deps: ApplierDeps): Applier {
       // one would undo it. Chunks bound the locks held at once; each chunk is released before the next is taken,
       // so two callers never wait on each other in a cycle.
       for (const chunk of chunks(uids, Math.min(lockChunk, options.lockChunk ?? lockChunk))) {
-        await deps.locks.withKeys(chunk, () => syncChunk(chunk, named, outcomes, options));
+        // A dry run writes nothing, so it takes no lock and never waits behind the stream or a sweep.
+        const { dryRun } = options;
+        if (dryRun) await dryRunChunk(chunk, named, options, dryRun);
+        else await deps.locks.withKeys(chunk, () => syncChunk(chunk, named, outcomes, options));
       }
       return outcomes;
     },

@@ -1,6 +1,7 @@
 // The SQL of access sync: user rows by uid, fleet-sync's grant records, uid locks, per-park progress. One query a
 // function. Work kept apart (parked uids, park sweeps) is in work-queue.ts.
 import type pg from 'pg';
+import { auditPayload, insertAuditSql, type AuditEntry } from '../audit/trail.js';
 import type { UserRow } from './desired.js';
 import type { RetryRow } from './work-queue.js';
 
@@ -113,17 +114,25 @@ export interface SettledGrant {
   member: boolean;
 }
 
-/** After the call center accepted: an upsert, so a set that reached the call center always has its record. */
-export async function settleGrants(db: pg.Pool | pg.PoolClient, settled: SettledGrant[]): Promise<void> {
-  if (settled.length === 0) return;
+/**
+ * After the call center accepted: an upsert, so a set that reached the call center always has its record. The audit
+ * rows of the same calls (and of changes parked or refused on the way) are written by the same statement: the
+ * trail and the records never disagree.
+ */
+export async function settleGrants(db: pg.Pool | pg.PoolClient, settled: SettledGrant[], audit: readonly AuditEntry[] = []): Promise<void> {
+  if (settled.length === 0 && audit.length === 0) return;
   const payload = JSON.stringify(settled.map((s) => ({ project_id: s.projectId, uid: s.uid, park_id: s.parkId, role_ids: s.roleIds, keep: s.member || s.roleIds.length > 0 })));
   await db.query(
-    `INSERT INTO call_center_grants (project_id, uid, park_id, role_ids, pending, managed)
-     SELECT s.project_id, s.uid, s.park_id, ARRAY(SELECT jsonb_array_elements_text(s.role_ids)), false, s.keep
-     FROM jsonb_to_recordset($1::jsonb) AS s(project_id text, uid text, park_id text, role_ids jsonb, keep boolean)
-     ON CONFLICT (project_id, uid) DO UPDATE
-       SET park_id = EXCLUDED.park_id, role_ids = EXCLUDED.role_ids, pending = false, managed = EXCLUDED.managed, updated_at = clock_timestamp()`,
-    [payload],
+    `WITH settled AS (
+       INSERT INTO call_center_grants (project_id, uid, park_id, role_ids, pending, managed)
+       SELECT s.project_id, s.uid, s.park_id, ARRAY(SELECT jsonb_array_elements_text(s.role_ids)), false, s.keep
+       FROM jsonb_to_recordset($1::jsonb) AS s(project_id text, uid text, park_id text, role_ids jsonb, keep boolean)
+       ON CONFLICT (project_id, uid) DO UPDATE
+         SET park_id = EXCLUDED.park_id, role_ids = EXCLUDED.role_ids, pending = false, managed = EXCLUDED.managed, updated_at = clock_timestamp()
+       RETURNING 1),
+     audited AS (${insertAuditSql('$2')} RETURNING 1)
+     SELECT (SELECT count(*) FROM settled) AS settled, (SELECT count(*) FROM audited) AS audited`,
+    [payload, auditPayload(audit)],
   );
 }
 

@@ -2,6 +2,7 @@
 // and parks waiting for their sweep (call_center_park_sweeps). Written before the offsets of the events that asked
 // for them are committed; taken with leases, so a sink member that dies leaves its share to the others.
 import type pg from 'pg';
+import type { EventCause } from '../audit/trail.js';
 
 /** An event as it was on its topic, kept with a parked uid: dead-lettered if the call center refuses the uid for good. */
 export interface ParkedEvent {
@@ -12,6 +13,8 @@ export interface ParkedEvent {
   key: string | null;
   value: string | null;
   headers: Record<string, string>;
+  /** The event as the audit trail tells it (absent in rows parked before the trail existed). */
+  cause?: EventCause;
 }
 
 export interface ParkedUid {

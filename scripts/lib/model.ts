@@ -167,6 +167,11 @@ export interface DbSnapshot {
   parks: ParkRowSnapshot[];
   /** every users row with a yandex_uid */
   users: UserRowSnapshot[];
+  /**
+   * The audit trail's latest applied change of each (project, uid) whose grant record is settled: what fleet-sync
+   * says the key holds. (A pending record means a call may have landed without its row yet; the redo writes it.)
+   */
+  audit?: { project_id: string; uid: string; roles_after: string[]; id: string }[];
 }
 
 const sortedRoles = (roles: readonly string[] | undefined) => [...new Set(roles ?? [])].sort();
@@ -241,6 +246,19 @@ export function accessViolations(db: DbSnapshot, held: Record<string, Record<str
   return out;
 }
 
+/**
+ * 4. The audit trail agrees with the call center: the latest applied change of each (project, uid) with a settled
+ *    record says what the key holds now.
+ */
+export function auditViolations(db: DbSnapshot, held: Record<string, Record<string, string[]>>): string[] {
+  const out: string[] = [];
+  for (const row of db.audit ?? []) {
+    const has = sortedRoles(held[row.project_id]?.[row.uid]);
+    if (show(has) !== show(row.roles_after)) out.push(`${row.project_id}/${row.uid}: holds ${show(has)}, the audit trail's latest change (#${row.id}) says ${show(row.roles_after)} (rule 4)`);
+  }
+  return out;
+}
+
 /** The database as one consistent read: the oracle's answer and the rows the checker needs. */
 export async function snapshotDb(pool: pg.Pool): Promise<DbSnapshot> {
   const client = await pool.connect();
@@ -251,8 +269,17 @@ export async function snapshotDb(pool: pg.Pool): Promise<DbSnapshot> {
     const users = (
       await client.query<UserRowSnapshot>('SELECT park_id, yandex_uid, role_id, is_enabled, is_yandex_team FROM users WHERE yandex_uid IS NOT NULL ORDER BY park_id, yandex_uid')
     ).rows;
+    const audit = (
+      await client.query<{ project_id: string; uid: string; roles_after: string[]; id: string }>(
+        `SELECT a.project_id, a.uid, a.roles_after, a.n::text AS id
+         FROM (SELECT DISTINCT ON (project_id, uid) project_id, uid, roles_after, id AS n FROM call_center_audit
+               WHERE outcome = 'applied' AND action <> 'profile' ORDER BY project_id, uid, id DESC) AS a
+         WHERE NOT EXISTS (SELECT 1 FROM call_center_grants g WHERE g.project_id = a.project_id AND g.uid = a.uid AND g.pending)
+         ORDER BY a.project_id, a.uid`,
+      )
+    ).rows;
     await client.query('COMMIT');
-    return { expected, parks, users };
+    return { expected, parks, users, audit };
   } finally {
     client.release();
   }
@@ -562,7 +589,8 @@ export async function startWorld(options: { services: Services; model: Model; lo
       for (;;) {
         const pending = await pendingWork(lsn);
         const snapshot = await snapshotDb(db);
-        const violations = accessViolations(snapshot, sim.state().projects, OUTSIDERS);
+        const held = sim.state().projects;
+        const violations = [...accessViolations(snapshot, held, OUTSIDERS), ...auditViolations(snapshot, held)];
         const result = { ms: Date.now() - started, violations, pending, parks: describeParks(snapshot.parks) };
         if (pending.length === 0 && violations.length === 0) {
           // Twice in a row: a call in flight when the first look was taken could still have changed it.
@@ -592,7 +620,7 @@ export async function startWorld(options: { services: Services; model: Model; lo
       await proxy.close();
       await sim.stop();
       await db.end();
-      await database.drop();
+      if (!process.env.MODEL_KEEP_DB) await database.drop();
     },
   };
   for (const [slot, running] of options.model.sinks.entries()) if (running) startSink(slot);
