@@ -233,7 +233,7 @@ async function demo(opts: Options): Promise<number> {
       CALL_CENTER_TOKEN: callCenterToken,
       API_HOST: '127.0.0.1',
       API_PORT: String(apiPort),
-      API_TOKENS: `${apiToken}=sync:write,users:read`,
+      API_TOKENS: `demo:${apiToken}=sync:write,users:read,audit:read`,
       // The demo runs its own sweep at the end, to show what the stream missed (nothing).
       RECONCILE_INTERVAL_S: '3600',
       LOG_LEVEL: process.env.LOG_LEVEL || 'warn',

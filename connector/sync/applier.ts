@@ -155,6 +155,12 @@ interface Change {
 /** A key found in sync: recorded without a call (`member`: adopted; else a record forgotten). */
 type Adoption = SettledGrant & { before: readonly string[] };
 
+/**
+ * An adoption the audit trail and a dry run tell of: a member found holding roles fleet-sync now manages. A record
+ * forgotten, or a member found holding nothing, gives or takes no access: only fleet-sync's record changes.
+ */
+const adoptsAccess = (a: Adoption) => a.member && a.roleIds.length > 0;
+
 /** What one chunk of uids must do, computed under their locks. */
 interface Plan {
   changes: Map<string, Change[]>;
@@ -383,7 +389,7 @@ export function createApplier(deps: ApplierDeps): Applier {
   const dryRunChunk = async (uids: string[], named: ReadonlySet<string>, options: SyncOptions, dryRun: DryRun) => {
     const { changes, adopted } = await plan(uids, named, options);
     for (const a of adopted) {
-      if (a.member) dryRun.record({ projectId: a.projectId, uid: a.uid, parkId: a.parkId, rolesBefore: a.before, rolesAfter: a.roleIds, kind: 'adopted' });
+      if (adoptsAccess(a)) dryRun.record({ projectId: a.projectId, uid: a.uid, parkId: a.parkId, rolesBefore: a.before, rolesAfter: a.roleIds, kind: 'adopted' });
     }
     for (const c of [...changes.values()].flat()) {
       const kind = c.roleIds.length === 0 ? 'revoked' : (c.before?.length ?? 0) === 0 ? 'granted' : 'changed';
@@ -410,7 +416,7 @@ export function createApplier(deps: ApplierDeps): Applier {
       const { changes, rowsByUid, profiles, adopted, retries, namedProjects, parks } = await plan(uids, named, options);
       const audit: AuditEntry[] = [];
       for (const a of adopted) {
-        if (!a.member) continue; // a record forgotten: no change in the call center, nothing adopted
+        if (!adoptsAccess(a)) continue;
         audit.push({ projectId: a.projectId, uid: a.uid, parkId: a.parkId, action: 'adopt', rolesBefore: a.before, rolesAfter: a.roleIds, outcome: 'applied', cause: causeOf(a.uid, options, retries) });
       }
       // Every change, revocations too, is recorded pending before its call: if the call lands and the settle does

@@ -620,6 +620,7 @@ export async function startWorld(options: { services: Services; model: Model; lo
       await proxy.close();
       await sim.stop();
       await db.end();
+      // MODEL_KEEP_DB=1 keeps a seed's database for a look at its tables (call_center_audit, grants) after a failure.
       if (!process.env.MODEL_KEEP_DB) await database.drop();
     },
   };
