@@ -123,7 +123,7 @@ describe('audit trail: every change fleet-sync makes names its cause', () => {
     }
     await waitFor(async () => (await audit(`uid = $1 AND cause_kind = 'retry' AND outcome = 'applied'`, [uid])).length === 1, { what: 'the retry loop to apply it', timeoutMs: 30_000 });
     const [parked] = await audit(`uid = $1 AND outcome = 'parked'`, [uid]);
-    const [retried] = await audit(`uid = $1 AND cause_kind = 'retry'`, [uid]);
+    const [retried] = await audit(`uid = $1 AND cause_kind = 'retry' AND outcome = 'applied'`, [uid]);
     expect(parked).toMatchObject({ cause_kind: 'event', roles_after: ['cc-operator'] });
     expect(parked!.error).toMatch(/CALL_CENTER_TRANSIENT/);
     expect(retried).toMatchObject({ project_id: park.projectId, action: 'roles', roles_after: ['cc-operator'], outcome: 'applied' });
