@@ -116,12 +116,6 @@ export const insertAuditSql = (param: string) =>
    FROM json_to_recordset(${param}::json) AS a(project_id text, uid text, park_id text, action text, roles_before text[], roles_after text[],
                                               outcome text, error text, cause_kind text, cause jsonb)`;
 
-/** Audit rows without a grant record to settle (a change parked or refused only). */
-export async function appendAudit(db: pg.Pool | pg.PoolClient, entries: readonly AuditEntry[]): Promise<void> {
-  if (entries.length === 0) return;
-  await db.query(insertAuditSql('$1'), [auditPayload(entries)]);
-}
-
 /** Rows examined per pruning statement: the oldest by id, so a statement never scans the whole table. */
 const PRUNE_BATCH = 5_000;
 
