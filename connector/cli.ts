@@ -145,13 +145,12 @@ program
 
 program
   .command('sink')
-  .description('apply the change events to the call center (and sweep every RECONCILE_INTERVAL_S)')
+  .description('apply the change events to the call center (and share the group\'s sweep of every park, every RECONCILE_INTERVAL_S)')
   .action(async () => {
     const { config, log, metrics } = setup();
     const stack = createSyncStack({ config, log, metrics });
     const sink = startSink({ config, log, metrics, ...stack });
-    const sweeps = startSweepLoop({ reconciler: stack.reconciler, intervalS: config.RECONCILE_INTERVAL_S, log });
-    await runUntilSignalled(log, [{ name: 'sink', ...sink }, { name: 'sweep', ...sweeps }], stack);
+    await runUntilSignalled(log, [{ name: 'sink', ...sink }], stack);
   });
 
 program
@@ -224,7 +223,6 @@ program
       const stack = createSyncStack({ config, log, metrics });
       const source = startSource({ config, log, metrics });
       const sink = startSink({ config, log, metrics, ...stack });
-      const sweeps = startSweepLoop({ reconciler: stack.reconciler, intervalS: config.RECONCILE_INTERVAL_S, log });
       const api = await apiStage({
         config,
         log,
@@ -241,7 +239,7 @@ program
           },
         },
       });
-      await runUntilSignalled(log, [{ name: 'source', ...source }, { name: 'sink', ...sink }, { name: 'sweep', ...sweeps }, api], stack);
+      await runUntilSignalled(log, [{ name: 'source', ...source }, { name: 'sink', ...sink }, api], stack);
     } catch (e) {
       fatal(log, e);
     }

@@ -120,7 +120,7 @@ export const configSchema = z.object({
   API_BODY_LIMIT_BYTES: positiveInt.default(64 * 1024).describe('largest request body the api accepts (bytes)'),
   API_RATE_LIMIT_PER_MINUTE: positiveInt.default(60_000).describe('most api requests a minute per token; beyond, 429'),
   AUDIT_RETENTION_DAYS: positiveInt.default(90).describe('days the audit trail keeps a row; older rows are pruned by the interval sweep, oldest first, in small batches'),
-  RECONCILE_INTERVAL_S: positiveInt.default(300).describe('seconds between reconciliation sweeps of every enabled park'),
+  RECONCILE_INTERVAL_S: positiveInt.default(300).describe('seconds between the sink group\'s reconciliation passes over every enabled park (one member asks for each pass; the members share its park sweeps)'),
   RECONCILE_PAGE_SIZE: positiveInt.default(500).describe('users read per page by the sweep, from the database and the call center'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('pino level of the JSON logs on stderr'),
 });

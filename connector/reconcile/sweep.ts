@@ -13,6 +13,7 @@ import { readPark } from '../sync/parks.js';
 import { dryRunSweep } from './dry-run.js';
 import type { Reconciler, SweepCounts, SweepOptions, SweepReason } from '../sync/reconciler.js';
 import { databaseNowMs, grantedUids, pruneTombstones, uidsOfPark, usersOfPark } from '../sync/store.js';
+import { parksWithWork } from '../sync/work-queue.js';
 
 export interface ReconcilerDeps {
   pool: pg.Pool;
@@ -226,22 +227,22 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     }
   }
 
+  /** Forgets what is kept only for a while: tombstones of revoked grants, and audit rows past their retention. */
+  async function prune() {
+    await pruneTombstones(pool);
+    const pruned = await pruneAudit(pool, deps.auditRetentionDays);
+    if (pruned > 0) log.info({ rows: pruned, retentionDays: deps.auditRetentionDays }, 'audit trail pruned');
+  }
+
   return {
     reconcilePark,
     dryRunPark: (parkId, reason, park) => dryRunSweep(reconcilePark, parkId, reason, park),
+    prune,
     async sweepAll(reason, options = {}) {
-      await pruneTombstones(pool);
-      const pruned = await pruneAudit(pool, deps.auditRetentionDays);
-      if (pruned > 0) log.info({ rows: pruned, retentionDays: deps.auditRetentionDays }, 'audit trail pruned');
-      // Every park that syncs, and every park fleet-sync still holds grants for that does not: off with revoke,
-      // off without revoke (what its users no longer earn by its last mapping goes), or with no sync row at all.
-      const { rows } = await pool.query<{ park_id: string }>(
-        `SELECT park_id FROM call_center_parks WHERE enabled
-         UNION SELECT DISTINCT g.park_id FROM call_center_grants g LEFT JOIN call_center_parks p USING (park_id)
-         WHERE g.managed AND g.park_id <> '' AND (p.park_id IS NULL OR NOT p.enabled)`,
-      );
+      await prune();
+      const parks = await parksWithWork(pool);
       const results = new Map<string, SweepCounts>();
-      for (const { park_id } of rows) {
+      for (const park_id of parks) {
         if (options.signal?.aborted) break;
         try {
           results.set(park_id, await reconcilePark(park_id, reason, options));

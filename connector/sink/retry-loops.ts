@@ -12,6 +12,7 @@ import type { Reconciler, SweepReason } from '../sync/reconciler.js';
 import {
   claimDueParkSweep,
   claimDueRetries,
+  claimIntervalSweep,
   clearRetries,
   countRetries,
   deferParkSweep,
@@ -35,6 +36,11 @@ export interface RetryLoopsDeps {
   backoff: { baseMs: number; maxDelayMs: number };
   /** How often to look for due work when there was none. */
   pollMs?: number;
+  /**
+   * Seconds between the group's interval passes over every park (RECONCILE_INTERVAL_S): one member claims each
+   * pass and asks for the parks' sweeps, which every member's sweep workers share. Absent: no interval pass.
+   */
+  intervalS?: number;
 }
 
 export interface RetryLoops {
@@ -53,6 +59,10 @@ const RETRY_LOCK_CHUNK = 32;
 const SWEEP_LEASE_MS = 15_000;
 // Park sweeps one member runs at once: a park turned off is swept while another park's long backfill runs.
 const SWEEP_WORKERS = 3;
+
+// How often a member looks whether the group's interval pass is due: a tenth of the interval, within these bounds.
+const SCHEDULE_POLL_MIN_MS = 250;
+const SCHEDULE_POLL_MAX_MS = 5_000;
 
 /** A poll wait that a wake() ends early; a wake() while not waiting makes the next wait return at once. */
 function waker(signal: AbortSignal) {
@@ -195,11 +205,35 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
   };
   const sweeps = Promise.all(Array.from({ length: SWEEP_WORKERS }, sweepWorker));
 
+  /**
+   * The group's interval pass: whichever member finds it due first asks for every park's sweep (durably, with the
+   * schedule moved on in the same transaction) and prunes; the sweeps themselves go to whichever workers are free.
+   */
+  const schedule = (async () => {
+    const { intervalS } = deps;
+    if (intervalS === undefined) return;
+    const pollMs = Math.min(SCHEDULE_POLL_MAX_MS, Math.max(SCHEDULE_POLL_MIN_MS, intervalS * 100));
+    for (let attempt = 1; !signal.aborted; ) {
+      try {
+        const parks = await claimIntervalSweep(pool, intervalS);
+        attempt = 1;
+        if (parks) {
+          log.info({ parks: parks.length, intervalS }, 'interval sweep of every park asked for');
+          sweepWaker.wake();
+          await reconciler.prune();
+        }
+        await sleep(pollMs, signal);
+      } catch (e) {
+        await trouble('scheduling the interval sweep', e, attempt++);
+      }
+    }
+  })();
+
   return {
     wake() {
       retryWaker.wake();
       sweepWaker.wake();
     },
-    done: Promise.all([retries, sweeps]).then(() => {}),
+    done: Promise.all([retries, sweeps, schedule]).then(() => {}),
   };
 }

@@ -232,6 +232,7 @@ export function startSink(deps: SinkDeps): SinkHandle {
       metrics,
       signal: stopping.signal,
       backoff: { baseMs: config.CALL_CENTER_RETRY_BASE_MS, maxDelayMs: config.SINK_RETRY_MAX_DELAY_MS },
+      intervalS: config.RECONCILE_INTERVAL_S,
     });
     await untilReachable('joining the consumer group', async () => {
       const joining = kafka.consumer({ groupId: config.SINK_GROUP_ID, maxWaitTimeInMs: 50, sessionTimeout: config.SINK_SESSION_TIMEOUT_MS, heartbeatInterval: 1_000 });

@@ -63,6 +63,8 @@ export interface Reconciler {
    * without it the row is read as it is (a reconcile's dry run).
    */
   dryRunPark(parkId: string, reason: SweepReason, park?: ParkSync): Promise<DryRunReport>;
-  /** Every park that syncs, plus parks turned off with revoke that still have grants. */
+  /** Forgets what is kept only for a while (tombstones of revoked grants, audit rows past their retention). */
+  prune(): Promise<void>;
+  /** Every park that syncs, plus parks turned off that fleet-sync still holds grants for; prunes first. */
   sweepAll(reason: SweepReason, options?: { signal?: AbortSignal }): Promise<Map<string, SweepCounts>>;
 }

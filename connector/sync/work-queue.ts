@@ -130,15 +130,17 @@ export interface ParkSweepRequest {
 }
 
 /**
- * Leases the most urgent due sweep no member runs: revocations (a park turned off, a truncate) before backfills
- * and the interval, so a turned-off park never waits behind another park's long backfill.
+ * Leases the most urgent due sweep no member runs: revocations (a park turned off, a truncate) first, then
+ * backfills, then the interval's, so a turned-off park never waits behind another park's long backfill and a park
+ * just turned on never waits behind the interval's pass over every park.
  */
 export async function claimDueParkSweep(db: pg.Pool, leaseMs: number): Promise<ParkSweepRequest | null> {
   const { rows } = await db.query<ParkSweepRequest>(
     `UPDATE call_center_park_sweeps SET leased_until = now() + make_interval(secs => $1::float8 / 1000.0), lease_token = md5(random()::text || clock_timestamp()::text)
      WHERE park_id = (SELECT park_id FROM call_center_park_sweeps
                       WHERE next_at <= now() AND (leased_until IS NULL OR leased_until < now())
-                      ORDER BY reason IN ('park_off', 'truncate') DESC, next_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+                      ORDER BY CASE WHEN reason IN ('park_off', 'truncate') THEN 0 WHEN reason = 'interval' THEN 2 ELSE 1 END, next_at
+                      LIMIT 1 FOR UPDATE SKIP LOCKED)
      RETURNING park_id, reason, generation::text, lease_token`,
     [leaseMs],
   );
@@ -183,4 +185,62 @@ export async function releaseParkSweep(db: pg.Pool, request: ParkSweepRequest): 
     request.park_id,
     request.lease_token,
   ]);
+}
+
+const INTERVAL_SWEEP = 'interval_sweep';
+
+/**
+ * The interval's pass, claimed by one member of the group at a time: when the schedule is due, it moves on by the
+ * interval and every park with work (see parksWithWork) gets an 'interval' sweep request, in one transaction, so
+ * a member that dies between the two leaves neither. A park whose sweep is already asked for (a toggle's, or the
+ * last interval's still running or waiting out a failure) keeps that request. A schedule further off than one
+ * interval (the interval was shortened) is brought in without a pass. Returns the parks asked for; null when the
+ * pass was not due or another member took it.
+ */
+export async function claimIntervalSweep(db: pg.Pool, intervalS: number): Promise<string[] | null> {
+  const client = await db.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(
+      `INSERT INTO fleet_sync_schedule (name, next_at) VALUES ($1, now() + make_interval(secs => $2::float8)) ON CONFLICT (name) DO NOTHING`,
+      [INTERVAL_SWEEP, intervalS],
+    );
+    const { rows } = await client.query<{ claimed: boolean }>(
+      `UPDATE fleet_sync_schedule SET next_at = now() + make_interval(secs => $2::float8),
+         claims = claims + CASE WHEN next_at <= now() THEN 1 ELSE 0 END,
+         claimed_at = CASE WHEN next_at <= now() THEN now() ELSE claimed_at END
+       WHERE name = $1 AND (next_at <= now() OR next_at > now() + make_interval(secs => $2::float8))
+       RETURNING claimed_at = now() AS claimed`,
+      [INTERVAL_SWEEP, intervalS],
+    );
+    if (!rows[0]?.claimed) {
+      await client.query('COMMIT');
+      return null;
+    }
+    const parks = await parksWithWork(client);
+    await client.query(
+      `INSERT INTO call_center_park_sweeps (park_id, reason) SELECT park_id, 'interval' FROM unnest($1::text[]) AS park_id ON CONFLICT (park_id) DO NOTHING`,
+      [parks],
+    );
+    await client.query('COMMIT');
+    return parks;
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw e;
+  } finally {
+    client.release();
+  }
+}
+
+/**
+ * Every park the interval sweeps: each that syncs, and each fleet-sync still holds grants for that does not (off
+ * with revoke, off without revoke: what its users no longer earn by its last mapping goes; or no sync row at all).
+ */
+export async function parksWithWork(db: pg.Pool | pg.PoolClient): Promise<string[]> {
+  const { rows } = await db.query<{ park_id: string }>(
+    `SELECT park_id FROM call_center_parks WHERE enabled
+     UNION SELECT DISTINCT g.park_id FROM call_center_grants g LEFT JOIN call_center_parks p USING (park_id)
+     WHERE g.managed AND g.park_id <> '' AND (p.park_id IS NULL OR NOT p.enabled)`,
+  );
+  return rows.map((r) => r.park_id);
 }
