@@ -122,7 +122,8 @@ export function createCallCenterClient(deps: CallCenterClientDeps): CallCenterCl
   let closed: Promise<void> | undefined;
 
   async function send(call: Call): Promise<Answer> {
-    const res = await pool.request({ method: call.method, path: prefix + call.path, headers, body: call.body ?? null, signal: call.signal });
+    const signal = call.signal ? shardOf(call.signal) : undefined;
+    const res = await pool.request({ method: call.method, path: prefix + call.path, headers, body: call.body ?? null, signal });
     const text = await res.body.text();
     const retryAfter = res.headers['retry-after'];
     return retryAfter === undefined ? { status: res.statusCode, text } : { status: res.statusCode, text, retryAfter: String(retryAfter) };
@@ -278,17 +279,66 @@ function isUserPage(v: unknown): v is { users: ProjectUserRoles[]; next_cursor?:
   );
 }
 
+// One long-lived signal (a stage's stop) is listened to by every request in flight and every call waiting for a
+// slot: hundreds at once. Node's EventTarget walks all of a signal's listeners on each add (it looks for
+// duplicates), so each add would cost as much as the calls already waiting; instead, a signal gets one listener
+// here, which calls the hooks of a set (constant cost to add and remove), and undici's requests listen to one of
+// a few child signals that follow it.
+const hooksOf = new WeakMap<AbortSignal, Set<(reason: unknown) => void>>();
+
+function hookAbort(signal: AbortSignal, fn: (reason: unknown) => void): () => void {
+  let hooks = hooksOf.get(signal);
+  if (!hooks) {
+    const set = new Set<(reason: unknown) => void>();
+    const fire = () => {
+      for (const hook of [...set]) hook(signal.reason);
+      set.clear();
+    };
+    signal.addEventListener('abort', fire, { once: true });
+    hooksOf.set(signal, set);
+    hooks = set;
+  }
+  const added = hooks;
+  added.add(fn);
+  return () => void added.delete(fn);
+}
+
+const SIGNAL_SHARDS = 16;
+const shardsOf = new WeakMap<AbortSignal, { next: number; signals: AbortSignal[] }>();
+
+/** A signal that aborts with `signal`, one of a few shared by the requests made under it. */
+function shardOf(signal: AbortSignal): AbortSignal {
+  if (signal.aborted) return signal;
+  let shards = shardsOf.get(signal);
+  if (!shards) {
+    const controllers = Array.from({ length: SIGNAL_SHARDS }, () => new AbortController());
+    for (const c of controllers) setMaxListeners(0, c.signal);
+    hookAbort(signal, (reason) => {
+      for (const c of controllers) c.abort(reason);
+    });
+    shards = { next: 0, signals: controllers.map((c) => c.signal) };
+    shardsOf.set(signal, shards);
+  }
+  shards.next = (shards.next + 1) % SIGNAL_SHARDS;
+  return shards.signals[shards.next]!;
+}
+
 /** Calls `fn` once when any of `signals` aborts, with that signal's reason; returns the unhook function. */
 function onAbort(signals: readonly (AbortSignal | undefined)[], fn: (reason: unknown) => void): () => void {
-  const hooked: [AbortSignal, () => void][] = [];
+  const unhooks: (() => void)[] = [];
+  let fired = false;
   for (const s of signals) {
     if (!s) continue;
-    const listener = () => fn(s.reason);
-    s.addEventListener('abort', listener, { once: true });
-    hooked.push([s, listener]);
+    unhooks.push(
+      hookAbort(s, (reason) => {
+        if (fired) return;
+        fired = true;
+        fn(reason);
+      }),
+    );
   }
   return () => {
-    for (const [s, listener] of hooked) s.removeEventListener('abort', listener);
+    for (const unhook of unhooks) unhook();
   };
 }
 

@@ -34,6 +34,9 @@ interface Run extends SweepOptions {
 /** Sweeps whose writes are the work asked for (a backfill, a revocation, the state after a truncate), not drift. */
 const WORK_SWEEPS = new Set<SweepReason>(['park_on', 'park_off', 'truncate']);
 
+/** Pages of a park's users checked at once by its sweep (each locks at most the applier's chunk of uids at a time). */
+const SWEEP_PAGES_IN_FLIGHT = 4;
+
 const zero = (): SweepCounts => ({ checked: 0, in_sync: 0, corrected_profiles: 0, corrected_grants: 0, revoked: 0, skipped_no_uid: 0, failed: 0 });
 
 function tally(counts: SweepCounts, outcomes: Map<string, UidOutcome>): void {
@@ -187,21 +190,13 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     let afterId: string | null = null;
     let lastReport = Date.now();
     const seen = new Set<string>();
-    for (;;) {
-      // A sweep stopped (its member is stopping, or a newer request for the park supersedes it) stops between pages.
-      run.signal?.throwIfAborted();
-      const page = await usersOfPark(pool, parkId, afterId, deps.pageSize);
-      if (page.length === 0) break;
-      afterId = page.at(-1)!.id;
-      const uids = [...new Set(page.filter((u) => u.yandex_uid).map((u) => u.yandex_uid!))];
-      counts.skipped_no_uid += page.length - page.filter((u) => u.yandex_uid).length;
-      counts.checked += page.length;
+    /** One page: which of its uids drifted or are not recorded yet, and those decided again under their locks. */
+    const checkPage = async (uids: string[]) => {
       const { desired, records } = await applier.desiredFor(uids, run.dryRun?.park);
       const recorded = new Set(records.filter((g) => g.managed && g.project_id === projectId).map((g) => g.uid));
       const drifted: string[] = [];
       const inSync: string[] = [];
       for (const uid of uids) {
-        seen.add(uid);
         const key = grantKey(projectId, uid);
         if (sameRoles(desired.get(key) ?? [], actual.get(key) ?? [])) {
           counts.in_sync++;
@@ -215,11 +210,40 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       const toApply = [...drifted, ...inSync.filter((uid) => !recorded.has(uid))];
       if (toApply.length > 0) tally(counts, await applier.syncUids(toApply, { listing: pick(listing, projectId, toApply), ...run.apply }));
       run.onProgress?.();
-      if (Date.now() - lastReport > 2_000) {
-        lastReport = Date.now();
-        plog.info({ done: counts.checked, total, percent: Math.round((100 * counts.checked) / Math.max(total, 1)) }, 'sweep progress');
+    };
+    // Pages are read in order and checked SWEEP_PAGES_IN_FLIGHT at a time: a page's reads, locks and writes wait on
+    // PostgreSQL, and its uids are disjoint from every other page's.
+    const inFlight = new Set<Promise<void>>();
+    // A page that failed: no page is started after it, and the sweep fails with it once the running ones are done.
+    const failures: unknown[] = [];
+    try {
+      for (;;) {
+        // A sweep stopped (its member is stopping, or a newer request for the park supersedes it) stops between pages.
+        run.signal?.throwIfAborted();
+        if (failures.length > 0) break;
+        const page = await usersOfPark(pool, parkId, afterId, deps.pageSize);
+        if (page.length === 0) break;
+        afterId = page.at(-1)!.id;
+        const uids = [...new Set(page.filter((u) => u.yandex_uid).map((u) => u.yandex_uid!))];
+        counts.skipped_no_uid += page.length - page.filter((u) => u.yandex_uid).length;
+        counts.checked += page.length;
+        for (const uid of uids) seen.add(uid);
+        const work: Promise<void> = checkPage(uids)
+          .catch((error: unknown) => {
+            failures.push(error);
+          })
+          .finally(() => inFlight.delete(work));
+        inFlight.add(work);
+        if (inFlight.size >= SWEEP_PAGES_IN_FLIGHT) await Promise.race(inFlight);
+        if (Date.now() - lastReport > 2_000) {
+          lastReport = Date.now();
+          plog.info({ done: counts.checked, total, percent: Math.round((100 * counts.checked) / Math.max(total, 1)) }, 'sweep progress');
+        }
       }
+    } finally {
+      await Promise.all(inFlight);
     }
+    if (failures.length > 0) throw failures[0];
     // Holders in the project who are not (or no longer) this park's users: only those fleet-sync granted are ours.
     const others = [...actual.keys()].map((k) => k.slice(projectId.length + 1)).filter((uid) => !seen.has(uid));
     if (others.length > 0) {

@@ -158,7 +158,7 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
           continue;
         }
         const sweepLog = log.child({ park_id: request.park_id, reason: request.reason });
-        sweepLog.info('park changed: sweeping it');
+        sweepLog.info(request.reason === 'interval' ? "sweeping the park for the group's interval pass" : 'park changed: sweeping it');
         // A park asked for again while its sweep runs (turned off during its own backfill) stops this sweep at the
         // next renewal: the newer request runs at once with the newer settings instead of waiting for the old one.
         const superseded = new AbortController();

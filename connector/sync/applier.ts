@@ -335,11 +335,11 @@ export function createApplier(deps: ApplierDeps): Applier {
     return { desired: desiredGrants(rows, withStandIn(parkView(parkRows, parkIds), standIn)), rows, records };
   };
 
-  const plan = async (uids: string[], named: ReadonlySet<string>, options: SyncOptions): Promise<Plan> => {
+  const plan = async (uids: string[], named: ReadonlySet<string>, options: SyncOptions, db: pg.Pool | pg.PoolClient = pool): Promise<Plan> => {
     const inChunk = new Set(uids);
     const touched = (options.touched ?? []).filter((t) => inChunk.has(t.uid));
     // Read under the locks, parks included: the decision is never older than the events it applies.
-    const { rows, records, retries, parkRows, parkIds, nowMs } = await uidState(pool, uids, [...new Set(touched.map((t) => t.parkId))]);
+    const { rows, records, retries, parkRows, parkIds, nowMs } = await uidState(db, uids, [...new Set(touched.map((t) => t.parkId))]);
     const parks = withStandIn(parkView(parkRows, parkIds), options.dryRun?.park);
     const desired = desiredGrants(rows, parks);
     const namedProjects = new Map<string, Set<string>>();
@@ -412,8 +412,10 @@ export function createApplier(deps: ApplierDeps): Applier {
   /** One chunk under its locks: plan, record what will be granted, call, settle, park what failed for now. */
   const syncChunk = async (uids: string[], named: ReadonlySet<string>, outcomes: Map<string, UidOutcome>, options: SyncOptions) => {
     const locks = await lockUids(pool, uids);
+    // Every statement of the chunk runs on the connection that holds its locks.
+    const db = locks.db;
     try {
-      const { changes, rowsByUid, profiles, adopted, retries, namedProjects, parks } = await plan(uids, named, options);
+      const { changes, rowsByUid, profiles, adopted, retries, namedProjects, parks } = await plan(uids, named, options, db);
       const audit: AuditEntry[] = [];
       for (const a of adopted) {
         if (!adoptsAccess(a)) continue;
@@ -421,7 +423,7 @@ export function createApplier(deps: ApplierDeps): Applier {
       }
       // Every change, revocations too, is recorded pending before its call: if the call lands and the settle does
       // not (the database went away), the record must not keep claiming what the call center held before.
-      await recordPendingGrants(pool, [...changes.values()].flat());
+      await recordPendingGrants(db, [...changes.values()].flat());
       const settled: SettledGrant[] = [...adopted];
       const parked: ParkedUid[] = [];
 
@@ -501,10 +503,10 @@ export function createApplier(deps: ApplierDeps): Applier {
         await inParallel([...new Set([...changes.keys(), ...profiles])], deps.maxInFlight, applyUid);
       } finally {
         // Whatever the call center accepted is recorded, even when another uid's failure ends the call.
-        await settleGrants(pool, settled, audit);
+        await settleGrants(db, settled, audit);
       }
       // Durable before the caller moves on (commits an offset, finishes a sweep): the retry loop takes it from here.
-      await parkUids(pool, parked, deps.retryBackoff);
+      await parkUids(db, parked, deps.retryBackoff);
       if (parked.length > 0) log.warn({ uids: parked.length, err: parked[0]!.error }, 'call center did not take some changes: parked for a retry apart');
       // A parked uid that is now done is forgotten; one refused for good stays for the retry loop to dead-letter.
       const done: RetryRow[] = [];
@@ -513,7 +515,7 @@ export function createApplier(deps: ApplierDeps): Applier {
         if (outcome.error) outcome.refusedRetry = r;
         else if (!outcome.parked) done.push(r);
       }
-      await clearRetries(pool, done.map((r) => ({ uid: r.uid, generation: r.generation })));
+      await clearRetries(db, done.map((r) => ({ uid: r.uid, generation: r.generation })));
       if (locks.lost()) {
         throw new FleetSyncError('DATABASE_UNAVAILABLE', 'the connection holding the uid locks failed: the changes are redone under new locks');
       }

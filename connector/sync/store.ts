@@ -165,6 +165,11 @@ export async function uidsOfPark(db: pg.Pool, parkId: string): Promise<string[]>
 const UID_LOCK_CLASS = 7_212_002;
 
 export interface UidLocks {
+  /**
+   * The connection holding the locks. The work done under them runs its statements on it too, so a chunk of uids
+   * needs one connection from the pool, never a second while holding the first (which a full pool could deny).
+   */
+  db: pg.PoolClient;
   release(): Promise<void>;
   /** True when the lock connection failed while held: the locks are gone, and the work under them must be redone. */
   lost(): boolean;
@@ -194,6 +199,7 @@ export async function lockUids(pool: pg.Pool, uids: string[]): Promise<UidLocks>
     throw e;
   }
   return {
+    db: client,
     lost: () => lost,
     async release() {
       try {

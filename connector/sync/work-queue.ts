@@ -41,7 +41,7 @@ export interface RetryRow {
  * Parks uids whose change the call center did not take: the next try waits base · 2^attempts (with jitter), at
  * most maxDelayMs. A uid parked again keeps the projects and profile flag it had, and its generation grows.
  */
-export async function parkUids(db: pg.Pool, parked: ParkedUid[], backoff: { baseMs: number; maxDelayMs: number }): Promise<void> {
+export async function parkUids(db: pg.Pool | pg.PoolClient, parked: ParkedUid[], backoff: { baseMs: number; maxDelayMs: number }): Promise<void> {
   if (parked.length === 0) return;
   await db.query(
     `INSERT INTO call_center_retries AS r (uid, projects, profile, attempts, next_at, last_error, events)
@@ -64,7 +64,7 @@ export async function parkUids(db: pg.Pool, parked: ParkedUid[], backoff: { base
 }
 
 /** Forgets parked uids that are now done: only the generation that was read, never a parking made since. */
-export async function clearRetries(db: pg.Pool, done: { uid: string; generation: string }[]): Promise<void> {
+export async function clearRetries(db: pg.Pool | pg.PoolClient, done: { uid: string; generation: string }[]): Promise<void> {
   if (done.length === 0) return;
   await db.query(
     `DELETE FROM call_center_retries r USING jsonb_to_recordset($1::jsonb) AS d(uid text, generation bigint)
