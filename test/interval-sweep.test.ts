@@ -2,6 +2,7 @@
 // once per member), the pass repairs hand-made drift, and a park just turned on is not queued behind it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSink, type SinkHandle } from '../connector/sink/sink.js';
+import { USERS_OF_PARK_SQL } from '../connector/sync/store.js';
 import { claimDueParkSweep, claimIntervalSweep } from '../connector/sync/work-queue.js';
 import { createSyncStack, type SyncStack } from '../connector/wiring.js';
 import { testLogger, waitFor } from './helpers.js';
@@ -46,6 +47,22 @@ describe('interval sweep: one pass for the whole group', () => {
     expect(Number((await q(`SELECT count(*) FROM reconcile_runs WHERE park_id = $1 AND reason = 'interval'`, [park.parkId])).rows[0].count)).toBeGreaterThan(runsBefore);
     // The call-center team's own people are not fleet-sync's.
     expect(p.sim.rolesOf(park.projectId, 'outsider')).toEqual(['cc-lead']);
+  });
+
+  it("a sweep's page of a park's users is a range of the (park_id, id) index: no page sorts the park's rows", async () => {
+    const park = await seedPark(p.db.pool, { users: 1_000, enable: false });
+    const client = await p.db.pool.connect();
+    try {
+      // Whatever the table's size, only an index can give the order without a sort.
+      await client.query('SET enable_seqscan = off');
+      const { rows } = await client.query(`SELECT id FROM users WHERE park_id = $1 ORDER BY id OFFSET 500 LIMIT 1`, [park.parkId]);
+      const plan = (await client.query(`EXPLAIN (FORMAT JSON) ${USERS_OF_PARK_SQL}`, [park.parkId, rows[0].id, 100])).rows[0]['QUERY PLAN'];
+      const text = JSON.stringify(plan);
+      expect(text).toContain('users_park_id_id_idx');
+      expect(text).not.toContain('"Node Type":"Sort"');
+    } finally {
+      client.release();
+    }
   });
 
   it('each pass sweeps every park once, whichever member runs it: two members do not sweep everything twice', async () => {

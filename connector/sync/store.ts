@@ -50,12 +50,14 @@ export async function uidState(db: pg.Pool | pg.PoolClient, uids: string[], also
   return { rows: row.users, records: row.grants, retries: row.retries, parkRows: row.parks, parkIds: row.park_ids, nowMs: row.now_ms };
 }
 
-/** One page of a park's users in id order (keyset), for the sweep. */
+export const USERS_OF_PARK_SQL = `SELECT ${USER_COLUMNS} FROM users WHERE park_id = $1 AND ($2::uuid IS NULL OR users.id > $2::uuid) ORDER BY users.id LIMIT $3`;
+
+/**
+ * One page of a park's users in id order (keyset), for the sweep: a range of the (park_id, id) index. Ordered by
+ * the column, not by the text `id` the page returns (that order would sort the park's every row for each page).
+ */
 export async function usersOfPark(db: pg.Pool, parkId: string, afterId: string | null, limit: number): Promise<UserRow[]> {
-  const { rows } = await db.query<UserRow>(
-    `SELECT ${USER_COLUMNS} FROM users WHERE park_id = $1 AND ($2::uuid IS NULL OR id > $2::uuid) ORDER BY id LIMIT $3`,
-    [parkId, afterId, limit],
-  );
+  const { rows } = await db.query<UserRow>(USERS_OF_PARK_SQL, [parkId, afterId, limit]);
   return rows;
 }
 

@@ -264,8 +264,8 @@ try {
         (
           await pool.query<{ n: number; last: Date | null; checked: string; failed: number }>(
             `SELECT count(*)::int AS n, max(finished_at) AS last, sum(checked)::text AS checked, count(*) FILTER (WHERE error IS NOT NULL)::int AS failed
-             FROM reconcile_runs WHERE reason = 'interval' AND started_at >= $1 AND finished_at IS NOT NULL`,
-            [claimed[0]!.claimed_at],
+             FROM reconcile_runs WHERE reason = 'interval' AND started_at >= $1 AND finished_at IS NOT NULL AND park_id = ANY($2::text[])`,
+            [claimed[0]!.claimed_at, sweptParks.map((p) => p.park)],
           )
         ).rows[0]!;
       await until(async () => (await done()).n >= sweptParks.length, `the ${pass} pass over ${sweptParks.length} parks`, 3_600_000);
