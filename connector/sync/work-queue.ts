@@ -215,6 +215,7 @@ export async function claimIntervalSweep(db: pg.Pool, intervalS: number): Promis
     );
     if (!rows[0]?.claimed) {
       await client.query('COMMIT');
+      client.release();
       return null;
     }
     const parks = await parksWithWork(client);
@@ -223,12 +224,13 @@ export async function claimIntervalSweep(db: pg.Pool, intervalS: number): Promis
       [parks],
     );
     await client.query('COMMIT');
+    client.release();
     return parks;
   } catch (e) {
     await client.query('ROLLBACK').catch(() => {});
+    // A connection that failed is closed rather than handed to the next caller.
+    client.release(e as Error);
     throw e;
-  } finally {
-    client.release();
   }
 }
 
