@@ -255,6 +255,53 @@ describe('POST /v1/users/list', () => {
     expect((await list({ park_id: 'nope' })).body).toEqual({ code: 'PARK_NOT_FOUND', message: 'park nope does not exist' });
   });
 
+  it("answers each user as PostgreSQL's json and to_char write it: truncated milliseconds, escapes, odd years, infinity as null", async () => {
+    await db.pool.query(`
+      INSERT INTO parks (id, name) VALUES ('odd', 'Odd times');
+      INSERT INTO users (park_id, yandex_uid, login, name, phone, email, is_enabled, is_yandex_team, created_at, updated_at) VALUES
+        ('odd', NULL, 'a"b\\c', E'tab\\there\\nnl \\u0001 é 😀', '', NULL, true, true, '2026-11-30 23:50:02.123999+00', '2026-11-30 23:50:02+00'),
+        ('odd', 'u2', 'x', 'y', NULL, '', false, false, '2026-11-30 23:50:02.1+00', '0005-01-02 03:04:05.006+00'),
+        ('odd', 'u3', 'x', 'y', NULL, NULL, true, false, '0044-03-15 12:00:00+00 BC', '12345-06-07 08:09:10.5+00'),
+        ('odd', 'u4', 'x', 'y', NULL, NULL, true, false, 'infinity', '-infinity'),
+        ('odd', 'u5', 'x', 'y', NULL, NULL, true, false, '2026-01-01 00:00:00.999999+00', '2026-06-01 12:00:00.000001+03')`);
+    const iso = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+    const { rows } = await db.pool.query(
+      `SELECT json_build_object('id', id, 'park_id', park_id, 'yandex_uid', yandex_uid, 'login', login, 'name', name, 'phone', phone,
+              'email', email, 'role_id', role_id, 'is_enabled', is_enabled, 'is_yandex_team', is_yandex_team,
+              'created_at', ${iso('created_at')}, 'updated_at', ${iso('updated_at')})::text AS user
+         FROM users WHERE park_id = 'odd' ORDER BY id`,
+    );
+    const expected = rows.map((r: { user: string }) => JSON.stringify(JSON.parse(r.user)));
+    const pages: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const res = await app.inject({ method: 'POST', url: '/v1/users/list', payload: { park_id: 'odd', limit: 2, include_disabled: true, ...(cursor ? { cursor } : {}) }, headers: READ });
+      pages.push(...(res.json().users as unknown[]).map((u) => JSON.stringify(u)));
+      expect(res.body).toContain(pages.at(-1));
+      cursor = res.json().cursor;
+    } while (cursor);
+    expect(pages).toEqual(expected);
+  });
+
+  it('walks the park once in order whatever the page size, also after more page sizes than are prepared', async () => {
+    const everyone = (await list({ park_id: 'p2', limit: 1000 })).body.users.map((u: { id: string }) => u.id);
+    const since = (await db.pool.query(`SELECT min(updated_at) AS t FROM users WHERE park_id = 'p2'`)).rows[0].t.toISOString();
+    for (const limit of [...Array.from({ length: 20 }, (_, i) => i + 1), 3, 7, 100]) {
+      for (const filters of [{}, { updated_since: since }]) {
+        const seen: string[] = [];
+        let cursor: string | undefined;
+        do {
+          const res = await list({ park_id: 'p2', limit, ...filters, ...(cursor ? { cursor } : {}) });
+          expect(res.status).toBe(200);
+          expect(res.body.users.length).toBeLessThanOrEqual(limit);
+          seen.push(...res.body.users.map((u: { id: string }) => u.id));
+          cursor = res.body.cursor;
+        } while (cursor);
+        expect(seen).toEqual(everyone);
+      }
+    }
+  });
+
   it('a garbage, tampered, other-park or other-filter cursor is 400 BAD_CURSOR', async () => {
     const { cursor } = (await list({ park_id: 'p2', limit: 2 })).body;
     const [payload, tag] = cursor.split('.');

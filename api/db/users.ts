@@ -1,6 +1,6 @@
-// SQL of the users list: one keyset page of a park's users over the index users (park_id, id).
-// PostgreSQL renders the page as JSON text: parsing 100 rows with dates in Node costs more than the whole query.
-import type pg from 'pg';
+// SQL of the users list: one keyset page of a park's users, a plain scan of the index users (park_id, id) that stops
+// after limit + 1 rows. Node writes the JSON: PostgreSQL's json_agg and to_char cost several times the scan.
+import pg from 'pg';
 
 export interface UsersPageQuery {
   parkId: string;
@@ -10,37 +10,94 @@ export interface UsersPageQuery {
   includeDisabled: boolean;
 }
 
-export interface UsersPage {
-  /** JSON array text of the page's users, in id order, with the api's field names and ISO timestamps. */
-  usersJson: string;
-  /** Id of the page's last user when another page follows, else null. */
-  nextAfterId: string | null;
-  empty: boolean;
+/** A user as the api answers it (the User schema), its fields in the schema's order. */
+export interface UserView {
+  id: string;
+  park_id: string;
+  yandex_uid: string | null;
+  login: string;
+  name: string;
+  phone: string | null;
+  email: string | null;
+  role_id: string | null;
+  is_enabled: boolean;
+  is_yandex_team: boolean;
+  created_at: string | null;
+  updated_at: string | null;
 }
 
-const iso = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+export interface UsersPage {
+  /** The page's users, in id order. */
+  users: UserView[];
+  /** Id of the page's last user when another page follows, else null. */
+  nextAfterId: string | null;
+}
 
-/** Up to `limit` users of the park with id > afterId. Filters only narrow; the walk stays on (park_id, id). */
-export async function usersPage(pool: pg.Pool, q: UsersPageQuery): Promise<UsersPage> {
-  const params: unknown[] = [q.parkId, q.limit];
-  const where = ['park_id = $1'];
-  if (q.afterId !== null) where.push(`id > $${params.push(q.afterId)}::uuid`);
-  if (q.updatedSince !== null) where.push(`updated_at >= $${params.push(q.updatedSince.toISOString())}::timestamptz`);
-  if (!q.includeDisabled) where.push('is_enabled');
-  // One row more than the page tells whether another page follows, without a count.
-  const { rows } = await pool.query<{ fetched: number; last_id: string | null; users: string }>(
-    `SELECT count(*)::int AS fetched,
-            (array_agg(id ORDER BY id))[$2::int]::text AS last_id,
-            coalesce(json_agg(json_build_object(
-              'id', id, 'park_id', park_id, 'yandex_uid', yandex_uid, 'login', login, 'name', name, 'phone', phone,
-              'email', email, 'role_id', role_id, 'is_enabled', is_enabled, 'is_yandex_team', is_yandex_team,
-              'created_at', ${iso('created_at')}, 'updated_at', ${iso('updated_at')}) ORDER BY id) FILTER (WHERE n <= $2::int), '[]')::text AS users
-       FROM (SELECT *, row_number() OVER (ORDER BY id) AS n
-               FROM (SELECT * FROM users WHERE ${where.join(' AND ')} ORDER BY id LIMIT $2::int + 1) page) numbered`,
-    params,
-  );
-  const row = rows[0]!;
-  return { usersJson: row.users, nextAfterId: row.fetched > q.limit ? row.last_id : null, empty: row.fetched === 0 };
+export interface UsersPages {
+  /** Up to `limit` users of the park with id > afterId. Filters only narrow; the walk stays on (park_id, id). */
+  page(q: UsersPageQuery): Promise<UsersPage>;
+}
+
+const TIMESTAMP_OID = 1114;
+const BAD_TIME = (text: string) => new Error(`unexpected timestamp text ${JSON.stringify(text)} (the session's DateStyle must be ISO)`);
+
+/**
+ * A timestamp's text (DateStyle ISO, which node-postgres assumes too) in the api's time format, exactly as
+ * to_char(t, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') writes it: milliseconds truncated, not rounded; a BC year without
+ * its era; infinity as null.
+ */
+export function apiTime(text: string): string | null {
+  const space = text.indexOf(' ');
+  if (space < 0) {
+    if (text === 'infinity' || text === '-infinity') return null;
+    throw BAD_TIME(text);
+  }
+  if (text.charCodeAt(space + 3) !== 58 /* : */) throw BAD_TIME(text);
+  const fraction = space + 9;
+  // PostgreSQL drops a fraction's trailing zeros: ".5" is 500 ms, none is 0.
+  const ms = text.charCodeAt(fraction) === 46 /* . */ ? text.slice(fraction + 1, fraction + 4).padEnd(3, '0') : '000';
+  return `${text.slice(0, space)}T${text.slice(space + 1, fraction)}.${ms}Z`;
+}
+
+// Only the times need a parser of their own: the other columns arrive as the strings and booleans the answer holds.
+const pageTypes: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format: 'text' | 'binary') =>
+    oid === TIMESTAMP_OID ? apiTime : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
+};
+
+/**
+ * Page sizes whose statements each connection prepares: PostgreSQL then plans a walk once instead of on every page.
+ * The first ones seen, no more, since every page size is a statement of its own on every connection.
+ */
+const PREPARED_PAGE_SIZES = 16;
+
+export function usersPages(pool: pg.Pool): UsersPages {
+  const preparedSizes = new Set<number>();
+  return {
+    async page(q) {
+      if (!Number.isInteger(q.limit) || q.limit < 1) throw new Error(`page size ${q.limit} is not a positive integer`);
+      const params: unknown[] = [q.parkId];
+      const where = ['park_id = $1'];
+      if (q.afterId !== null) where.push(`id > $${params.push(q.afterId)}::uuid`);
+      if (q.updatedSince !== null) where.push(`updated_at >= $${params.push(q.updatedSince.toISOString())}::timestamptz`);
+      if (!q.includeDisabled) where.push('is_enabled');
+      // The limit is written into the statement: with a parameter, PostgreSQL's plan for any page would assume a tenth
+      // of the park, so it would never keep one. One row more than the page tells whether another page follows.
+      const text = `SELECT id, park_id, yandex_uid, login, name, phone, email, role_id, is_enabled, is_yandex_team,
+                           created_at AT TIME ZONE 'UTC' AS created_at, updated_at AT TIME ZONE 'UTC' AS updated_at
+                      FROM users WHERE ${where.join(' AND ')} ORDER BY id LIMIT ${q.limit + 1}`;
+      // How many rows pass updated_since depends on its value: those walks are planned for it on every page.
+      let name: string | undefined;
+      if (q.updatedSince === null && (preparedSizes.has(q.limit) || preparedSizes.size < PREPARED_PAGE_SIZES)) {
+        preparedSizes.add(q.limit);
+        name = `users_page_${q.afterId === null ? 'first' : 'next'}_${q.includeDisabled ? 'all' : 'enabled'}_${q.limit}`;
+      }
+      const { rows } = await pool.query<UserView>({ ...(name ? { name } : {}), text, values: params, types: pageTypes });
+      const more = rows.length > q.limit;
+      if (more) rows.pop();
+      return { users: rows, nextAfterId: more ? rows[rows.length - 1]!.id : null };
+    },
+  };
 }
 
 export async function parkExists(pool: pg.Pool, parkId: string): Promise<boolean> {
