@@ -29,13 +29,18 @@ export interface ReconcilerDeps {
 /** One sweep run: what it was asked with, and what every applier call of it is given. */
 interface Run extends SweepOptions {
   apply: SyncOptions;
+  pagesInFlight: number;
 }
 
 /** Sweeps whose writes are the work asked for (a backfill, a revocation, the state after a truncate), not drift. */
 const WORK_SWEEPS = new Set<SweepReason>(['park_on', 'park_off', 'truncate']);
 
-/** Pages of a park's users checked at once by its sweep (each locks at most the applier's chunk of uids at a time). */
-const SWEEP_PAGES_IN_FLIGHT = 4;
+/**
+ * Pages of a park's users checked at once by its sweep (each locks at most the applier's chunk of uids at a time):
+ * a backfill, a revocation or an operator's sweep is the work asked for and goes as fast as PostgreSQL allows; the
+ * interval's sweep is background work that the stream's changes must not wait behind, one page at a time.
+ */
+const pagesInFlight = (reason: SweepReason) => (reason === 'interval' ? 1 : 4);
 
 const zero = (): SweepCounts => ({ checked: 0, in_sync: 0, corrected_profiles: 0, corrected_grants: 0, revoked: 0, skipped_no_uid: 0, failed: 0 });
 
@@ -68,7 +73,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     const cause: AuditCause = { kind: 'sweep', run_id: runId, reason, park_id: parkId, ...(toggle ? { toggle } : {}) };
     // One attempt per call: a uid the call center does not take is parked for the retry loop at once, so the sweep
     // never holds a chunk of uid locks through retries and timeouts that the stream's batches wait behind.
-    const run: Run = { ...options, apply: { cause, maxAttempts: 1, ...(options.signal ? { signal: options.signal } : {}), ...(dryRun ? { dryRun } : {}) } };
+    const run: Run = { ...options, pagesInFlight: pagesInFlight(reason), apply: { cause, maxAttempts: 1, ...(options.signal ? { signal: options.signal } : {}), ...(dryRun ? { dryRun } : {}) } };
     const started = Date.now();
     const plog = log.child({ park_id: parkId, project_id: projectId, reason, run: runId });
     try {
@@ -211,7 +216,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       if (toApply.length > 0) tally(counts, await applier.syncUids(toApply, { listing: pick(listing, projectId, toApply), ...run.apply }));
       run.onProgress?.();
     };
-    // Pages are read in order and checked SWEEP_PAGES_IN_FLIGHT at a time: a page's reads, locks and writes wait on
+    // Pages are read in order and checked pagesInFlight at a time: a page's reads, locks and writes wait on
     // PostgreSQL, and its uids are disjoint from every other page's.
     const inFlight = new Set<Promise<void>>();
     // A page that failed: no page is started after it, and the sweep fails with it once the running ones are done.
@@ -234,7 +239,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
           })
           .finally(() => inFlight.delete(work));
         inFlight.add(work);
-        if (inFlight.size >= SWEEP_PAGES_IN_FLIGHT) await Promise.race(inFlight);
+        if (inFlight.size >= run.pagesInFlight) await Promise.race(inFlight);
         if (Date.now() - lastReport > 2_000) {
           lastReport = Date.now();
           plog.info({ done: counts.checked, total, percent: Math.round((100 * counts.checked) / Math.max(total, 1)) }, 'sweep progress');

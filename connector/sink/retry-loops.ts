@@ -148,15 +148,20 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
     }
   })();
 
+  // Interval sweeps this member runs: one at a time, so the pass never takes every worker (a toggle's sweep finds
+  // one free) nor loads PostgreSQL beyond what the stream's changes can wait behind; the group's members share it.
+  let intervalSweeps = 0;
   const sweepWorker = async () => {
     for (let attempt = 1; !signal.aborted; ) {
       try {
-        const request = await claimDueParkSweep(pool, SWEEP_LEASE_MS);
+        const request = await claimDueParkSweep(pool, SWEEP_LEASE_MS, { interval: intervalSweeps === 0 });
         attempt = 1;
         if (!request) {
           await sweepWaker.idle(pollMs);
           continue;
         }
+        const interval = request.reason === 'interval';
+        if (interval) intervalSweeps++;
         const sweepLog = log.child({ park_id: request.park_id, reason: request.reason });
         sweepLog.info(request.reason === 'interval' ? "sweeping the park for the group's interval pass" : 'park changed: sweeping it');
         // A park asked for again while its sweep runs (turned off during its own backfill) stops this sweep at the
@@ -197,6 +202,7 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
           }
         } finally {
           clearInterval(renew);
+          if (interval) intervalSweeps--;
         }
       } catch (e) {
         await trouble('sweeping changed parks', e, attempt++);

@@ -132,9 +132,10 @@ export interface ParkSweepRequest {
 /**
  * Leases the most urgent due sweep no member runs: revocations (a park turned off, a truncate) first, then
  * backfills, then the interval's, so a turned-off park never waits behind another park's long backfill and a park
- * just turned on never waits behind the interval's pass over every park.
+ * just turned on never waits behind the interval's pass over every park. `interval: false` leaves the interval's
+ * requests to others (a member runs one of them at a time).
  */
-export async function claimDueParkSweep(db: pg.Pool, leaseMs: number): Promise<ParkSweepRequest | null> {
+export async function claimDueParkSweep(db: pg.Pool, leaseMs: number, options: { interval?: boolean } = {}): Promise<ParkSweepRequest | null> {
   const { rows } = await db.query<ParkSweepRequest>(
     `UPDATE call_center_park_sweeps SET leased_until = now() + make_interval(secs => $1::float8 / 1000.0), lease_token = md5(random()::text || clock_timestamp()::text)
      WHERE park_id = (SELECT park_id FROM call_center_park_sweeps
@@ -142,7 +143,7 @@ export async function claimDueParkSweep(db: pg.Pool, leaseMs: number): Promise<P
                       ORDER BY CASE WHEN reason IN ('park_off', 'truncate') THEN 0 WHEN reason = 'interval' THEN 2 ELSE 1 END, next_at
                       LIMIT 1 FOR UPDATE SKIP LOCKED)
      RETURNING park_id, reason, generation::text, lease_token`,
-    [leaseMs],
+    [leaseMs, options.interval ?? true],
   );
   return rows[0] ?? null;
 }
