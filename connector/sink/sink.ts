@@ -20,6 +20,7 @@ import { recordProgress } from '../sync/store.js';
 import { requestParkSweeps } from '../sync/work-queue.js';
 import { sleep } from '../time.js';
 import { createDeadLetterWriter, parkedEvent } from './dead-letter.js';
+import { logGroupEvents } from './group-events.js';
 import { groupUsersBatch, type DecodedMessage } from './group.js';
 import { startRetryLoops, type RetryLoops } from './retry-loops.js';
 
@@ -235,6 +236,7 @@ export function startSink(deps: SinkDeps): SinkHandle {
     });
     await untilReachable('joining the consumer group', async () => {
       const joining = kafka.consumer({ groupId: config.SINK_GROUP_ID, maxWaitTimeInMs: 50, sessionTimeout: config.SINK_SESSION_TIMEOUT_MS, heartbeatInterval: 1_000 });
+      logGroupEvents(joining, log);
       try {
         await joining.connect();
         await joining.subscribe({ topics: [topics.users, topics.roles, topics.parks], fromBeginning: true });
