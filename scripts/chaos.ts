@@ -23,6 +23,7 @@ import pg from 'pg';
 import { loadSchemaRegistry } from '../connector/avro/registry.js';
 import { topicFor, type DecodedEnvelope } from '../connector/events.js';
 import { deadLetterTopic } from '../connector/kafka/topics.js';
+import { sleep as sleepUnless } from '../connector/time.js';
 import { createSimulator } from '../simulator/simulator.js';
 import { fmt, freshDatabase } from './bench/common.js';
 import { formatFailure, MODEL_LOG_FILE, replayCommand, runModelSeed, type SeedResult } from './lib/model.js';
@@ -274,9 +275,12 @@ async function main() {
       await sleep(10);
     }
   })();
+  // Ends its wait when the load stops: the last toggle is the final one below, not one up to 1.5 cycles later.
+  const loadStopping = new AbortController();
   const toggler = (async () => {
     for (let on = false; writing; on = !on) {
-      await sleep(CYCLE_MS * 1.5);
+      await sleepUnless(CYCLE_MS * 1.5, loadStopping.signal);
+      if (!writing) break;
       await db.query(`UPDATE call_center_parks SET enabled = $1, revoke_on_disable = true, ${on ? 'enabled_at' : 'disabled_at'} = now() WHERE park_id = 'p5'`, [on]).catch(() => {});
     }
   })();
@@ -339,6 +343,7 @@ async function main() {
     lastFaultAt = Date.now();
   }
   writing = false;
+  loadStopping.abort();
   await writer;
   await toggler;
   // The toggled park ends on, so the check covers it.
