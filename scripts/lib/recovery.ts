@@ -49,7 +49,9 @@ export function watchRecovery(deps: { brokers: string[]; db: pg.Pool; groupId: s
   stop(): Promise<void>;
 } {
   const { db, groupId, marks } = deps;
-  const kafka = new Kafka({ brokers: deps.brokers, clientId: 'chaos-watch', logLevel: logLevel.NOTHING, connectionTimeout: 1_000, requestTimeout: 3_000, retry: { retries: 0 } });
+  // A few quick retries: without any, kafkajs fails to find the group coordinator even when the broker is up.
+  const retry = { retries: 3, initialRetryTime: 50, maxRetryTime: 200 };
+  const kafka = new Kafka({ brokers: deps.brokers, clientId: 'chaos-watch', logLevel: logLevel.NOTHING, connectionTimeout: 1_000, requestTimeout: 3_000, retry });
   const stopping = new AbortController();
   const mark = (what: string) => marks.push({ at: Date.now(), who: 'chaos', what });
   let walAtStop: string | null = null;
@@ -156,7 +158,11 @@ const STORY: [string, string][] = [
   ['first batch after joining done', 'sink: first batch after joining done'],
   ['batch failed; retrying', 'sink: a batch failed'],
   ['park changed: sweeping it', 'sink: park sweep started'],
+  ['sweep of a changed park failed; retrying it later', 'sink: park sweep failed, deferred'],
+  ['park asked for again while being swept', 'sink: park sweep superseded'],
 ];
+/** A sweep's end, whatever it found: the ones a park change asked for belong to the story (not the interval's). */
+const SWEEP_DONE = ['sweep corrected drift', 'sweep did the work of', 'sweep found everything in sync'];
 
 /**
  * The story lines each stage logged since `since`, one mark per (stage, line) at its first time, with a count.
@@ -168,14 +174,15 @@ export function stageMarks(logDir: string, since: number): Mark[] {
     const who = file.replace(/\.log$/, '').replace(/-/g, ' ');
     for (const line of readFileSync(join(logDir, file), 'utf8').split('\n')) {
       if (!line.startsWith('{')) continue;
-      let entry: { time?: number; msg?: string; module?: string; park_id?: string };
+      let entry: { time?: number; msg?: string; module?: string; park_id?: string; reason?: string };
       try {
         entry = JSON.parse(line) as typeof entry;
       } catch {
         continue;
       }
       if (!entry.time || entry.time < since || !entry.msg) continue;
-      const story = STORY.find(([start]) => entry.msg!.startsWith(start));
+      const sweepDone = SWEEP_DONE.some((m) => entry.msg!.startsWith(m)) && entry.reason !== 'interval';
+      const story: [string, string] | undefined = sweepDone ? [entry.msg, `sink: park sweep done (${entry.reason})`] : STORY.find(([start]) => entry.msg!.startsWith(start));
       if (!story || (story[0] === 'streaming' && entry.msg !== 'streaming')) continue;
       const what = story[1].replace(/^\w+: /, '') + (entry.park_id ? ` (${entry.park_id})` : '');
       const key = `${who}\u0000${what}`;
