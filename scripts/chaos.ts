@@ -13,8 +13,8 @@
 // a failing seed is shrunk within --shrink-s and printed with the command that replays it. Exits 1 when one fails.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomInt, randomUUID } from 'node:crypto';
-import { appendFileSync, mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { appendFileSync, closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
@@ -23,10 +23,12 @@ import pg from 'pg';
 import { loadSchemaRegistry } from '../connector/avro/registry.js';
 import { topicFor, type DecodedEnvelope } from '../connector/events.js';
 import { deadLetterTopic } from '../connector/kafka/topics.js';
+import { sleep as sleepUnless } from '../connector/time.js';
 import { createSimulator } from '../simulator/simulator.js';
 import { fmt, freshDatabase } from './bench/common.js';
 import { formatFailure, MODEL_LOG_FILE, replayCommand, runModelSeed, type SeedResult } from './lib/model.js';
 import { canonical, expectedGrants, grantDiff, nonEmpty } from './lib/oracle.js';
+import { brokerAnswers, formatTimeline, stageMarks, watchRecovery, type Mark } from './lib/recovery.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -178,6 +180,9 @@ async function readToEnd(kafka: Kafka, topic: string, onMessage: (m: KafkaMessag
   }
 }
 
+/** The stage processes running now, killed if chaos itself fails. */
+const children = new Set<ChildProcess>();
+
 interface Stage {
   name: string;
   command: string;
@@ -191,6 +196,10 @@ async function main() {
   const env: Record<string, string> = {};
   for (const m of out.matchAll(/^export (\w+)=(.*)$/gm)) env[m[1]!] = m[2]!;
   const name = `chaos_${Date.now().toString(36)}`;
+  // Each stage's log (pino JSON, INFO and up unless LOG_LEVEL says otherwise) in a file of its own, kept after the
+  // run: the last fault's timeline is read from them.
+  const logDir = join(root, 'test-output', 'chaos', name);
+  mkdirSync(logDir, { recursive: true });
   const database = await freshDatabase(env.DATABASE_URL!, name);
   const db = new pg.Pool({ connectionString: database.url, max: 6 });
   db.on('error', () => {});
@@ -212,7 +221,7 @@ async function main() {
     CALL_CENTER_URL: simUrl,
     CALL_CENTER_TOKEN: 'chaos-token',
     RECONCILE_INTERVAL_S: '60',
-    LOG_LEVEL: process.env.LOG_LEVEL ?? 'error',
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
     NODE_OPTIONS: '--trace-warnings',
   };
   const stages: Stage[] = [
@@ -223,7 +232,11 @@ async function main() {
   ];
   let finishing = false;
   const start = (stage: Stage) => {
-    const child = spawn(process.execPath, [BIN, stage.command], { env: stageEnv, stdio: ['ignore', 'inherit', 'inherit'] });
+    const fd = openSync(join(logDir, `${stage.name.replace(/ /g, '-')}.log`), 'a');
+    const child = spawn(process.execPath, [BIN, stage.command], { env: stageEnv, stdio: ['ignore', fd, fd] });
+    closeSync(fd);
+    children.add(child);
+    child.once('exit', () => children.delete(child));
     stage.child = child;
     child.once('exit', (code, signal) => {
       if (stage.child !== child || signal === 'SIGKILL' || finishing) return;
@@ -234,6 +247,7 @@ async function main() {
     });
   };
   for (const stage of stages) start(stage);
+  log(`stage logs in ${logDir}`);
 
   let walPeak = 0;
   const walSampler = setInterval(() => {
@@ -266,15 +280,24 @@ async function main() {
       await sleep(10);
     }
   })();
+  // Ends its wait when the load stops: the last toggle is the final one below, not one up to 1.5 cycles later.
+  const loadStopping = new AbortController();
   const toggler = (async () => {
     for (let on = false; writing; on = !on) {
-      await sleep(CYCLE_MS * 1.5);
+      await sleepUnless(CYCLE_MS * 1.5, loadStopping.signal);
+      if (!writing) break;
       await db.query(`UPDATE call_center_parks SET enabled = $1, revoke_on_disable = true, ${on ? 'enabled_at' : 'disabled_at'} = now() WHERE park_id = 'p5'`, [on]).catch(() => {});
     }
   })();
 
   const faults: Record<string, number> = { 'stage kill -9': 0, 'broker kill -9': 0, 'postgres immediate restart': 0 };
   let lastFaultAt = Date.now();
+  // The last fault's own moments (its stage kill, and for a broker restart: the kill, the restart, the broker
+  // answering again), for its timeline.
+  let lastFault: Mark[] = [];
+  let brokerAnsweredAt: number | null = null;
+  const capturedTopics = (['users', 'roles', 'call_center_parks'] as const).map((t) => topicFor(name, t));
+  let watch: ReturnType<typeof watchRecovery> | null = null;
   let injected = false;
   for (let cycle = 1; cycle <= CYCLES; cycle++) {
     await sleep(CYCLE_MS);
@@ -290,6 +313,10 @@ async function main() {
       }
     }
     const stage = stages[KILLS ? KILLS[(cycle - 1) % KILLS.length]! : Math.floor(Math.random() * stages.length)]!;
+    lastFault = [{ at: Date.now(), who: 'chaos', what: `kill -9 ${stage.name}` }];
+    brokerAnsweredAt = null;
+    // The last cycle is watched from its first fault on: the group's state, then the catching up.
+    if (cycle === CYCLES) watch = watchRecovery({ brokers: env.KAFKA_BROKERS!.split(','), db, groupId: name, slot: name, topics: capturedTopics, marks: lastFault });
     stage.child?.kill('SIGKILL');
     faults['stage kill -9']!++;
     log(`cycle ${cycle}/${CYCLES}: kill -9 ${stage.name} (${new Date().toISOString().slice(11, 23)})`);
@@ -297,22 +324,42 @@ async function main() {
     start(stage);
     if (cycle % 5 === 0) {
       log(`cycle ${cycle}/${CYCLES}: broker kill -9 and restart`);
-      await services('restart', 'kafka', '--kill');
+      lastFault.push({ at: Date.now(), who: 'chaos', what: 'broker kill -9' });
+      await services('stop', 'kafka', '--kill');
+      lastFault.push({ at: Date.now(), who: 'chaos', what: 'broker process gone; starting it again' });
+      const probing = new AbortController();
+      const answers = brokerAnswers(env.KAFKA_BROKERS!.split(','), capturedTopics, probing.signal);
+      // On a machine this busy the broker can take longer to start than the script waits: it goes on starting.
+      const started = await services('start', 'kafka').then(
+        () => true,
+        (e: Error) => (log(`the broker is slow to start (${e.message.split('\n')[1] ?? e.message}): waiting for it to answer`), false),
+      );
+      if (started) lastFault.push({ at: Date.now(), who: 'chaos', what: 'broker started (its log says STARTED, its port takes connections)' });
+      const answered = await Promise.race([answers, sleep(180_000).then(() => null)]);
+      probing.abort();
+      if (answered !== null) {
+        brokerAnsweredAt = answered;
+        lastFault.push({ at: answered, who: 'chaos', what: 'broker answers (metadata names a leader for every partition)' });
+      }
       faults['broker kill -9']!++;
     }
     if (cycle % 7 === 0) {
       log(`cycle ${cycle}/${CYCLES}: PostgreSQL immediate stop and start`);
       await services('restart', 'postgres', '--kill');
+      lastFault.push({ at: Date.now(), who: 'chaos', what: 'PostgreSQL restarted' });
       faults['postgres immediate restart']!++;
     }
     lastFaultAt = Date.now();
   }
   writing = false;
+  loadStopping.abort();
   await writer;
   await toggler;
   // The toggled park ends on, so the check covers it.
   await db.query(`UPDATE call_center_parks SET enabled = true, enabled_at = now() WHERE park_id = 'p5'`);
   const loadStoppedAt = Date.now();
+  lastFault.push({ at: loadStoppedAt, who: 'chaos', what: 'load stopped' });
+  await watch?.loadStopped();
   log(`load stopped: ${fmt(seq.n)} change attempts, ${writeErrors} failed transactions (database restarting)`);
 
   // Convergence: the call center equals the database by SPEC §5.
@@ -332,6 +379,11 @@ async function main() {
     await sleep(500);
   }
   const convergedAt = Date.now();
+  if (converged) lastFault.push({ at: convergedAt, who: 'chaos', what: 'converged (the call center equals the database)' });
+  await watch?.stop();
+  // The last fault's timeline, from its first moment, counted from the broker answering again (else the fault's end).
+  const timeline = formatTimeline([...lastFault, ...stageMarks(logDir, lastFault[0]!.at)], brokerAnsweredAt ?? lastFaultAt);
+  writeFileSync(join(logDir, 'timeline.txt'), `${timeline.join('\n')}\n`);
 
   // Kafka: every committed change exactly once (streamed events; the snapshot's reads are not exactly-once).
   const committed = (await db.query<{ token: string; kind: string; at: Date }>('SELECT token, kind, at FROM chaos_log')).rows;
@@ -378,7 +430,19 @@ async function main() {
   console.log('chaos  (fleet-sync under faults; services and processes on this machine)');
   console.log(`  cycles ${CYCLES}, faults: ${Object.entries(faults).map(([k, v]) => `${v} ${k}`).join(', ')}; call center failing 30% (5xx) + 5% (429) throughout`);
   console.log(`  changes committed ${fmt(committed.length)} (${fmt(USERS)} users seeded); stages that stopped on their own: ${exits}`);
-  console.log(`  convergence after the last fault: ${converged ? `${fmt((convergedAt - lastFaultAt) / 1000, 1)} s (${fmt((convergedAt - loadStoppedAt) / 1000, 1)} s after the load stopped)` : 'NOT REACHED'}`);
+  console.log(
+    `  convergence after the last fault: ${converged ? `${fmt((convergedAt - lastFaultAt) / 1000, 1)} s (${fmt((convergedAt - loadStoppedAt) / 1000, 1)} s after the load stopped)` : 'NOT REACHED'}`,
+  );
+  if (brokerAnsweredAt !== null) {
+    // The broker answers: the first metadata answer after its restart that names a leader for every partition of
+    // the captured topics (a fresh connection every 100 ms, no client retries).
+    console.log(
+      `  convergence after the broker answered again: ${converged ? `${fmt((convergedAt - brokerAnsweredAt) / 1000, 1)} s` : 'NOT REACHED'} ` +
+        `(the broker answered ${fmt((brokerAnsweredAt - lastFault.find((m) => m.what === 'broker kill -9')!.at) / 1000, 1)} s after its kill)`,
+    );
+  }
+  console.log(`  last fault's timeline (s from ${brokerAnsweredAt !== null ? 'the broker answering again' : 'the end of the fault'}; stage logs in ${logDir}):`);
+  for (const line of timeline) console.log(`  ${line}`);
   console.log(`  Kafka: ${missing.length} committed changes missing, ${twice.length} streamed twice; dead-lettered events ${dlqCount} (1 injected)`);
   console.log(`  slot WAL peak ${fmt(walPeak / 1024 / 1024, 1)} MiB`);
   const failures = [
@@ -466,6 +530,8 @@ if (args.model) {
 } else {
   main().catch((e) => {
     console.error('chaos failed to run:', e);
+    // The stages are not left running behind it.
+    for (const child of children) child.kill('SIGKILL');
     process.exit(1);
   });
 }

@@ -103,6 +103,10 @@ describe('interval sweep: one pass for the whole group', () => {
          ('q-on', 'park_on', now() - interval '1 second'), ('q-off', 'park_off', now() - interval '1 second')`,
     );
     const order: string[] = [];
+    // A member already running an interval sweep takes the toggles' and leaves the interval's to others.
+    const busy = { interval: false };
+    for (let request = await claimDueParkSweep(p.db.pool, 60_000, busy); request; request = await claimDueParkSweep(p.db.pool, 60_000, busy)) order.push(request.park_id);
+    expect(order).toEqual(['q-off', 'q-on']);
     for (let request = await claimDueParkSweep(p.db.pool, 60_000); request; request = await claimDueParkSweep(p.db.pool, 60_000)) order.push(request.park_id);
     expect(order).toEqual(['q-off', 'q-on', 'q-interval-1', 'q-interval-2']);
     // A pass asked for while a park's toggle sweep waits keeps that request as it is.

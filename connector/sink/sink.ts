@@ -10,7 +10,7 @@ import { loadSchemaRegistry, type SchemaRegistry } from '../avro/registry.js';
 import type { Config } from '../config.js';
 import { isFleetSyncError, isKnownFailure } from '../errors.js';
 import { CAPTURED_TABLES, topicFor, type DecodedEnvelope } from '../events.js';
-import { createKafka } from '../kafka/client.js';
+import { createKafka, type KafkaRetry } from '../kafka/client.js';
 import { deadLetterTopic, ensureTopics } from '../kafka/topics.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -20,6 +20,8 @@ import { recordProgress } from '../sync/store.js';
 import { requestParkSweeps } from '../sync/work-queue.js';
 import { sleep } from '../time.js';
 import { createDeadLetterWriter, parkedEvent } from './dead-letter.js';
+import { logGroupEvents } from './group-events.js';
+import { trackGeneration, type Generation } from './generation.js';
 import { groupUsersBatch, type DecodedMessage } from './group.js';
 import { startRetryLoops, type RetryLoops } from './retry-loops.js';
 
@@ -41,12 +43,23 @@ export interface SinkHandle {
   isReady(): boolean;
 }
 
+/**
+ * The group consumer's retries (kafkajs's, of its connections, metadata, fetches, joins and commits): about two
+ * minutes at most a second apart, so that a broker restart is waited out by the same member. kafkajs restarts a
+ * consumer whose retries ran out as a new member, and the group then waits a whole session timeout for the old one
+ * before anyone consumes.
+ */
+const GROUP_RETRY: KafkaRetry = { retries: 120, initialRetryTime: 100, maxRetryTime: 1_000 };
+/** How long a stop waits for the group consumer to leave: a broker that is down cannot take the leave at all. */
+const GROUP_STOP_MS = 10_000;
+
 export function startSink(deps: SinkDeps): SinkHandle {
   const { config, metrics } = deps;
   const log = deps.log.child({ module: 'sink' });
   const registry: SchemaRegistry = loadSchemaRegistry();
   const { pool, applier } = deps.sync;
   const kafka = createKafka(config, deps.log, '-sink');
+  const groupKafka = createKafka(config, deps.log, '-sink', GROUP_RETRY);
   const stopping = new AbortController();
   setMaxListeners(0, stopping.signal);
   const topics = {
@@ -58,6 +71,7 @@ export function startSink(deps: SinkDeps): SinkHandle {
   const deadLetters = createDeadLetterWriter({ kafka, topic: topics.dlq, metrics });
   let ready = false;
   let group: Consumer | null = null;
+  let generation: Generation | null = null;
   let loops: RetryLoops | null = null;
 
   /**
@@ -96,7 +110,7 @@ export function startSink(deps: SinkDeps): SinkHandle {
     return rows.map((r) => r.park_id);
   };
 
-  const handleUsers = async (payload: EachBatchPayload, sent: Set<string>) => {
+  const handleUsers = async (payload: EachBatchPayload, sent: Set<string>, signal: AbortSignal) => {
     const { batch } = payload;
     const grouped = groupUsersBatch(await decodeBatch(payload, sent));
     // A truncate empties the table: every park's sweep brings its users (and everyone fleet-sync granted there)
@@ -119,7 +133,7 @@ export function startSink(deps: SinkDeps): SinkHandle {
           ...parkedEvent(message, batch),
           ...(env ? { cause: eventCause(env, { topic: batch.topic, partition: batch.partition, offset: message.offset }) } : {}),
         })),
-      signal: stopping.signal,
+      signal,
     });
     const now = Date.now();
     let parked = 0;
@@ -171,20 +185,23 @@ export function startSink(deps: SinkDeps): SinkHandle {
     if (requests.size > 0) loops?.wake();
   };
 
-  /** Runs one batch until it is done: a failure (the database unreachable, Kafka) is retried; nothing is skipped. */
-  const processBatch = async (payload: EachBatchPayload) => {
+  /**
+   * Runs one batch until it is done: a failure (the database unreachable, Kafka) is retried; nothing is skipped.
+   * False when `signal` ended it first (a stop, or the group moved on): nothing of it is committed.
+   */
+  const processBatch = async (payload: EachBatchPayload, signal: AbortSignal) => {
     const { batch } = payload;
     // Offsets of this batch already in the dead-letter topic: a redone batch does not send them again.
     const sent = new Set<string>();
     for (let attempt = 1; ; attempt++) {
       try {
-        if (batch.topic === topics.users) await handleUsers(payload, sent);
+        if (batch.topic === topics.users) await handleUsers(payload, sent, signal);
         else if (batch.topic === topics.parks) await handleParks(payload, sent);
         // roles: a deleted role reaches its users as their own change (the foreign key sets role_id to null).
         else await decodeBatch(payload, sent);
         return true;
       } catch (e) {
-        if (stopping.signal.aborted || !payload.isRunning() || payload.isStale()) return false; // uncommitted: replayed
+        if (signal.aborted || !payload.isRunning() || payload.isStale()) return false; // uncommitted: replayed
         const delayMs = Math.min(200 * 2 ** Math.min(attempt, 7), 10_000);
         const fields = { topic: batch.topic, partition: batch.partition, attempt, delayMs, code: isFleetSyncError(e) ? e.code : (e as { code?: string })?.code };
         if (isKnownFailure(e)) log.warn({ ...fields, err: (e as Error).message }, 'batch failed; retrying');
@@ -192,7 +209,7 @@ export function startSink(deps: SinkDeps): SinkHandle {
           metrics.unexpectedErrors.inc({ stage: 'sink' });
           log.error({ ...fields, err: e }, 'batch failed with an unexpected error; retrying');
         }
-        await sleep(delayMs, stopping.signal);
+        await sleep(delayMs, signal);
       }
     }
   };
@@ -204,7 +221,8 @@ export function startSink(deps: SinkDeps): SinkHandle {
         return await step();
       } catch (e) {
         if (stopping.signal.aborted) return;
-        const delayMs = Math.min(500 * attempt, 5_000);
+        // Each attempt is already kafkajs's own retries (kafka/client.ts): a second at most between them.
+        const delayMs = Math.min(500 * attempt, 1_000);
         log.warn({ err: (e as Error).message, attempt, delayMs }, `${what} failed; retrying`);
         await sleep(delayMs, stopping.signal);
       }
@@ -235,7 +253,15 @@ export function startSink(deps: SinkDeps): SinkHandle {
       intervalS: config.RECONCILE_INTERVAL_S,
     });
     await untilReachable('joining the consumer group', async () => {
-      const joining = kafka.consumer({ groupId: config.SINK_GROUP_ID, maxWaitTimeInMs: 50, sessionTimeout: config.SINK_SESSION_TIMEOUT_MS, heartbeatInterval: 1_000 });
+      const joining = groupKafka.consumer({
+        groupId: config.SINK_GROUP_ID,
+        maxWaitTimeInMs: 50,
+        sessionTimeout: config.SINK_SESSION_TIMEOUT_MS,
+        heartbeatInterval: 1_000,
+        retry: GROUP_RETRY,
+      });
+      logGroupEvents(joining, log);
+      generation = trackGeneration(joining);
       try {
         await joining.connect();
         await joining.subscribe({ topics: [topics.users, topics.roles, topics.parks], fromBeginning: true });
@@ -261,10 +287,19 @@ export function startSink(deps: SinkDeps): SinkHandle {
       eachBatch: async (payload) => {
         const { batch } = payload;
         if (batch.messages.length === 0) return;
-        // A slow database can hold a batch for a while: stay in the group meanwhile.
-        const beat = setInterval(() => void payload.heartbeat().catch(() => {}), 3_000);
+        // The group moves on (a rebalance): this batch stops, uncommitted, and kafkajs rejoins once it is thrown
+        // the heartbeat's error, instead of after the slowest batch in flight (see generation.ts).
+        const inGeneration = generation!.signal();
+        if (inGeneration.aborted) throw inGeneration.reason;
+        const signal = AbortSignal.any([stopping.signal, inGeneration]);
+        setMaxListeners(0, signal);
+        // A slow database can hold a batch for a while: stay in the group meanwhile, and hear of a rebalance.
+        const beat = setInterval(() => void payload.heartbeat().catch((e: unknown) => generation!.heartbeatFailed(e)), 1_000);
         try {
-          if (!(await processBatch(payload))) return;
+          if (!(await processBatch(payload, signal))) {
+            if (inGeneration.aborted && !stopping.signal.aborted) throw inGeneration.reason;
+            return;
+          }
         } finally {
           clearInterval(beat);
         }
@@ -285,7 +320,8 @@ export function startSink(deps: SinkDeps): SinkHandle {
   const done = run().finally(async () => {
     ready = false;
     stopping.abort();
-    await group?.disconnect().catch(() => {});
+    // Nothing is left to commit by then (each batch commits its own offsets; those in flight were stopped).
+    await Promise.race([group?.disconnect().catch(() => {}), sleep(GROUP_STOP_MS)]);
     await loops?.done;
     await deadLetters.close();
   });

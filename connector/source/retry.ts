@@ -13,7 +13,9 @@ export async function publishUntilAcknowledged(publisher: Publisher, records: Ch
       return;
     } catch (e) {
       if (giveUp.aborted || (isFleetSyncError(e) && !e.retriable)) throw e;
-      const delayMs = Math.min(200 * 2 ** Math.min(attempt - 1, 5), 5_000);
+      // Each attempt is already kafkajs's own retries (kafka/client.ts): a second at most between them, so a broker
+      // back from a restart takes the batch at once.
+      const delayMs = Math.min(200 * 2 ** Math.min(attempt - 1, 5), 1_000);
       log.warn({ attempt, delayMs, records: records.length, err: (e as Error).message }, 'publishing to Kafka failed; retrying');
       await sleep(delayMs, giveUp);
       if (giveUp.aborted) throw e;

@@ -155,7 +155,7 @@ export function startSource(deps: SourceDeps): SourceHandle {
           // The leadership connection went while Kafka was away: this term ends, and the next one reconnects.
           if (term.signal.aborted) throw new FleetSyncError('REPLICATION_FAILED', 'the source leadership connection was lost');
           log.warn({ err: (e as Error).message, attempt }, 'Kafka not reachable to create topics; retrying');
-          await sleep(Math.min(500 * attempt, 5_000), streamStop);
+          await sleep(Math.min(500 * attempt, 1_000), streamStop);
         }
       }
 

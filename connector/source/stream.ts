@@ -133,6 +133,8 @@ export async function streamChanges(deps: StreamDeps, stop: AbortSignal, giveUp:
   });
   service.on('error', (e: Error) => fail(e));
 
+  const sessionStartedAt = Date.now();
+  let firstPublished = false;
   const pump = async () => {
     for (;;) {
       if (queue.length === 0) {
@@ -162,6 +164,11 @@ export async function streamChanges(deps: StreamDeps, stop: AbortSignal, giveUp:
       const records: ChangeRecord[] = [];
       for (const item of batch) if (item.kind === 'event') for (const r of item.records) records.push(r);
       await publishUntilAcknowledged(publisher, records, log, giveUp, last ? { scope: deps.scope, position: last } : undefined);
+      // Once a session: how long after (re)connecting Kafka took the first events (a recovery's timeline).
+      if (!firstPublished && records.length > 0) {
+        firstPublished = true;
+        log.info({ records: records.length, afterStartMs: Date.now() - sessionStartedAt }, 'first batch of the session published');
+      }
       // One counter update per table and op per batch, not per event.
       const produced = new Map<string, { table: CapturedTable; op: string; n: number }>();
       for (const item of batch) {

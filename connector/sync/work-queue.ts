@@ -139,7 +139,7 @@ export async function claimDueParkSweep(db: pg.Pool, leaseMs: number, options: {
   const { rows } = await db.query<ParkSweepRequest>(
     `UPDATE call_center_park_sweeps SET leased_until = now() + make_interval(secs => $1::float8 / 1000.0), lease_token = md5(random()::text || clock_timestamp()::text)
      WHERE park_id = (SELECT park_id FROM call_center_park_sweeps
-                      WHERE next_at <= now() AND (leased_until IS NULL OR leased_until < now())
+                      WHERE next_at <= now() AND (leased_until IS NULL OR leased_until < now()) AND ($2::boolean OR reason <> 'interval')
                       ORDER BY CASE WHEN reason IN ('park_off', 'truncate') THEN 0 WHEN reason = 'interval' THEN 2 ELSE 1 END, next_at
                       LIMIT 1 FOR UPDATE SKIP LOCKED)
      RETURNING park_id, reason, generation::text, lease_token`,
