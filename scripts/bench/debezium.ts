@@ -1,12 +1,92 @@
 // The peers bench:peer measures the source against, started as their operators would start them: Debezium's
 // PostgreSQL connector on a Kafka Connect standalone worker, and Debezium Server with its Kafka sink. Each gets its
-// own folder for configuration, offsets and logs; the jars come from scripts/debezium/fetch.
+// own folder for configuration, offsets and logs; the jars come from scripts/debezium/fetch, the JDK from javaFor.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Config } from '../../connector/config.js';
 import { HEARTBEAT_PREFIX } from '../../connector/source/decoder.js';
+
+/** A Debezium release on the Kafka Connect line it is built and tested against, and the Java it needs. */
+export interface Peer {
+  /** What --peers names it by. */
+  name: string;
+  debezium: string;
+  connect: string;
+  minJava: number;
+}
+
+export const PEERS: Record<string, Peer> = {
+  '3.6.1': { name: '3.6.1', debezium: '3.6.1.Final', connect: '4.1.1', minJava: 21 },
+  '2.7.3': { name: '2.7.3', debezium: '2.7.3.Final', connect: '3.9.1', minJava: 17 },
+};
+
+/** A JDK or JRE: its `java` and its major version. */
+export interface Java {
+  bin: string;
+  version: string;
+  major: number;
+}
+
+const PEER_JAVA_HOME = 'FLEET_SYNC_PEER_JAVA_HOME';
+const JVM_DIR = '/usr/lib/jvm';
+
+/** The Java of a home, from its `release` file (JAVA_VERSION="25.0.3"; "1.8.0_x" is 8), or null. */
+function javaAt(home: string): Java | null {
+  const bin = join(home, 'bin', 'java');
+  if (!existsSync(bin)) return null;
+  let version: string | undefined;
+  try {
+    version = /^JAVA_VERSION="([^"]+)"/m.exec(readFileSync(join(home, 'release'), 'utf8'))?.[1];
+  } catch {
+    // No release file: ask the launcher itself.
+    version = /version "([^"]+)"/.exec(execFileSync(bin, ['-version'], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] }))?.[1];
+  }
+  if (!version) return null;
+  const parts = version.split(/[._-]/).map(Number);
+  return { bin, version, major: parts[0] === 1 ? parts[1]! : parts[0]! };
+}
+
+/** The home of the `java` on the PATH (/usr/bin/java is a chain of links to <home>/bin/java), or null. */
+function pathJavaHome(): string | null {
+  try {
+    const found = execFileSync('sh', ['-c', 'command -v java'], { encoding: 'utf8' }).trim();
+    return found ? dirname(dirname(realpathSync(found))) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The Java a peer runs on: $FLEET_SYNC_PEER_JAVA_HOME when set (and it must be new enough), else the `java` on the
+ * PATH when it is new enough (what the 2.7.3 figures were measured on), else the newest JDK under /usr/lib/jvm that
+ * is. Throws naming what is missing.
+ */
+export function javaFor(peer: Peer): Java {
+  const forced = process.env[PEER_JAVA_HOME];
+  if (forced) {
+    const java = javaAt(forced);
+    if (!java) throw new Error(`${PEER_JAVA_HOME}=${forced} holds no bin/java`);
+    if (java.major < peer.minJava) throw new Error(`Debezium ${peer.debezium} needs Java ${peer.minJava} or newer; ${PEER_JAVA_HOME}=${forced} is Java ${java.version}`);
+    return java;
+  }
+  const home = pathJavaHome();
+  const onPath = home ? javaAt(home) : null;
+  if (onPath && onPath.major >= peer.minJava) return onPath;
+  const installed = (existsSync(JVM_DIR) ? readdirSync(JVM_DIR) : [])
+    .map((d) => javaAt(join(JVM_DIR, d)))
+    .filter((j): j is Java => j !== null)
+    .sort((a, b) => b.major - a.major);
+  const newest = installed[0];
+  if (newest && newest.major >= peer.minJava) return newest;
+  const seen = [onPath, ...installed].filter((j): j is Java => j !== null).map((j) => `${j.version} (${j.bin})`);
+  throw new Error(
+    `Debezium ${peer.debezium} needs Java ${peer.minJava} or newer, and none was found ` +
+      `(looked at ${PEER_JAVA_HOME}, the java on the PATH and ${JVM_DIR}/*/release; found ${seen.length ? seen.join(', ') : 'no Java'}): ` +
+      `install a JDK ${peer.minJava}+ (Debian: apt-get install openjdk-${peer.minJava}-jre-headless) or set ${PEER_JAVA_HOME} to one`,
+  );
+}
 
 /** The Connect worker's producer, tuned for throughput (its `producer.*` settings). */
 export const peerProducer = (compression: string): Record<string, string> => ({
@@ -81,17 +161,49 @@ function connectorSettings(run: PeerRun): Record<string, string | number> {
   };
 }
 
-function javaProcess(run: PeerRun, args: string[], logName: string, cwd?: string): ChildProcess {
+function javaProcess(java: string, run: PeerRun, args: string[], logName: string, cwd?: string): ChildProcess {
   const out = createWriteStream(join(run.dir, logName), { flags: 'a' });
-  const child = spawn('java', args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(java, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pipe(out);
   child.stderr!.pipe(out);
   return child;
 }
 
+/** Connect 3.x logs through log4j 1 (reload4j), Connect 4.x through log4j2: a configuration file and property for each. */
+function connectLogging(peer: Peer, dir: string): string {
+  const logFile = join(dir, 'connect.log');
+  if (peer.connect.startsWith('3.')) {
+    writeFileSync(
+      join(dir, 'log4j.properties'),
+      properties({
+        'log4j.rootLogger': 'INFO, file',
+        'log4j.appender.file': 'org.apache.log4j.FileAppender',
+        'log4j.appender.file.File': logFile,
+        'log4j.appender.file.layout': 'org.apache.log4j.PatternLayout',
+        'log4j.appender.file.layout.ConversionPattern': '[%d] %p %m (%c)%n',
+      }),
+    );
+    return `-Dlog4j.configuration=file:${join(dir, 'log4j.properties')}`;
+  }
+  writeFileSync(
+    join(dir, 'log4j2.properties'),
+    properties({
+      status: 'warn',
+      'appender.file.type': 'File',
+      'appender.file.name': 'file',
+      'appender.file.fileName': logFile,
+      'appender.file.layout.type': 'PatternLayout',
+      'appender.file.layout.pattern': '[%d] %p %m (%c)%n',
+      'rootLogger.level': 'info',
+      'rootLogger.appenderRef.file.ref': 'file',
+    }),
+  );
+  return `-Dlog4j2.configurationFile=${join(dir, 'log4j2.properties')}`;
+}
+
 /** Debezium's PostgreSQL connector in a Kafka Connect standalone worker: its own JVM, like connect-standalone.sh. */
-export async function startConnect(jars: string, run: PeerRun, compression: string): Promise<ChildProcess> {
-  const dir = join(run.dir, 'connect');
+export async function startConnect(peer: Peer, java: Java, jars: string, run: PeerRun, compression: string): Promise<ChildProcess> {
+  const dir = join(run.dir, `connect-${peer.name}`);
   mkdirSync(dir, { recursive: true });
   writeFileSync(
     join(dir, 'worker.properties'),
@@ -120,33 +232,24 @@ export async function startConnect(jars: string, run: PeerRun, compression: stri
       'topic.creation.default.cleanup.policy': run.topics.TOPIC_CLEANUP_POLICY,
     }),
   );
-  writeFileSync(
-    join(dir, 'log4j.properties'),
-    properties({
-      'log4j.rootLogger': 'INFO, file',
-      'log4j.appender.file': 'org.apache.log4j.FileAppender',
-      'log4j.appender.file.File': join(dir, 'connect.log'),
-      'log4j.appender.file.layout': 'org.apache.log4j.PatternLayout',
-      'log4j.appender.file.layout.ConversionPattern': '[%d] %p %m (%c)%n',
-    }),
-  );
   return javaProcess(
+    java.bin,
     run,
     [
       ...CONNECT_JVM,
-      `-Dlog4j.configuration=file:${join(dir, 'log4j.properties')}`,
+      connectLogging(peer, dir),
       '-cp',
       `${jars}/*`,
       'org.apache.kafka.connect.cli.ConnectStandalone',
       join(dir, 'worker.properties'),
       join(dir, 'connector.properties'),
     ],
-    'connect.out',
+    `connect-${peer.name}.out`,
   );
 }
 
 /** Debezium Server with its Kafka sink (linger.ms=0), as its run.sh starts it (the distribution's JVM defaults). */
-export async function startServer(dist: string, run: PeerRun): Promise<ChildProcess> {
+export async function startServer(java: Java, dist: string, run: PeerRun): Promise<ChildProcess> {
   const dir = join(run.dir, 'server');
   mkdirSync(join(dir, 'conf'), { recursive: true });
   const producer = {
@@ -177,5 +280,5 @@ export async function startServer(dist: string, run: PeerRun): Promise<ChildProc
     }),
   );
   const runner = execFileSync('sh', ['-c', 'ls debezium-server-*runner.jar'], { cwd: dist, encoding: 'utf8' }).trim();
-  return javaProcess(run, ['-cp', `${join(dist, runner)}:${join(dir, 'conf')}:${join(dist, 'lib')}/*`, 'io.debezium.server.Main'], 'server.out', dir);
+  return javaProcess(java.bin, run, ['-cp', `${join(dist, runner)}:${join(dir, 'conf')}:${join(dist, 'lib')}/*`, 'io.debezium.server.Main'], 'server.out', dir);
 }

@@ -1,17 +1,20 @@
-// npm run bench:peer [-- --users 300000 --server-users 30000 --no-server --node-arg=--cpu-prof ...]
+// npm run bench:peer [-- --users 300000 --peers 3.6.1,2.7.3 --tx-rows 1-100,1 --server-users 30000 --no-server
+//                        --node-arg=--cpu-prof ...]
 // fleet-sync's source against Debezium's PostgreSQL connector, side by side on the same PostgreSQL, the same broker
-// and the same backlog: N users inserted (transactions of 1-100 rows) while every connector is stopped, then each
-// connector drains its own slot's copy of that backlog in its own process. Round 1: fleet-sync, then the peer; a new
-// backlog; round 2: the peer, then fleet-sync. Each run is measured the same way, by reading its topic afterwards:
-// records between the first and the last record's timestamp (changes/s), the first record's timestamp less the
-// process's start (time to first record), and the process's peak RSS (VmHWM).
+// and the same backlog: N users inserted while every connector is stopped, then each connector drains its own slot's
+// copy of that backlog in its own process. Each workload (--tx-rows: transactions of 1-100 rows, and of one row, the
+// dispatcher's own pattern) gets ROUNDS backlogs; in odd rounds fleet-sync drains first and the peers after it, in
+// even rounds the other way round. Each run is measured the same way, by reading its topic afterwards: records
+// between the first and the last record's timestamp (changes/s), the first record's timestamp less the process's
+// start (time to first record), and the process's peak RSS (VmHWM).
 //
-// The peer that counts is Debezium 2.7 on a Kafka Connect standalone worker (scripts/debezium/pom.xml), configured
-// for throughput as an operator would (debezium.ts): pgoutput, its own slot and publication on `users`, JSON values
-// without schemas, acks=all with idempotence, producer batching as the worker's `producer.*` settings (linger.ms,
-// batch.size, 5 requests in flight; peerProducer), and a larger max.batch.size / max.queue.size than Debezium's
-// defaults (2,048 / 8,192; PEER_CONNECTOR). Debezium Server's Kafka sink waits for each record's acknowledgement
-// (DBZ-7575), so it is measured on its own smaller backlog and not in the ratio.
+// The peers (--peers) are Debezium releases on Kafka Connect standalone workers of their own line (PEERS in
+// debezium.ts: 3.6.1 on Connect 4.1.1 with Java 21+, 2.7.3 on Connect 3.9.1), configured for throughput as an
+// operator would, the same for both: pgoutput, its own slot and publication on `users`, JSON values without schemas,
+// acks=all with idempotence, producer batching as the worker's `producer.*` settings (linger.ms, batch.size, 5
+// requests in flight; peerProducer), and a larger max.batch.size / max.queue.size than Debezium's defaults (2,048 /
+// 8,192; PEER_CONNECTOR). Debezium Server's Kafka sink waits for each record's acknowledgement (DBZ-7575), so it is
+// measured on its own smaller backlog and not in the ratio.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -29,12 +32,16 @@ import { createMetrics } from '../../connector/metrics.js';
 import { startSource } from '../../connector/source/source.js';
 import { topicFor } from '../../connector/events.js';
 import { ensureServices, fmt, freshDatabase, stageEnv } from './common.js';
-import { PEER_CONNECTOR, peerProducer, startConnect, startServer, type PeerRun } from './debezium.js';
+import { PEER_CONNECTOR, PEERS, javaFor, peerProducer, startConnect, startServer, type Java, type Peer, type PeerRun } from './debezium.js';
 
 const { values: args } = parseArgs({
   options: {
     users: { type: 'string', default: '300000' },
     rounds: { type: 'string', default: '2' },
+    // Debezium releases to measure, by PEERS' names; the first is the one the target is set against.
+    peers: { type: 'string', default: '3.6.1,2.7.3' },
+    // The workloads: rows per transaction, a range drawn at random for each transaction ("1-100") or a count ("1").
+    'tx-rows': { type: 'string', default: '1-100,1' },
     // Debezium Server drains a few thousand changes/s: its own, smaller backlog.
     'server-users': { type: 'string', default: '30000' },
     'no-server': { type: 'boolean', default: false },
@@ -50,6 +57,32 @@ const { values: args } = parseArgs({
 });
 const N = Number(args.users);
 const ROUNDS = Number(args.rounds);
+const TARGET = 5;
+
+/** Rows per transaction of a backlog: each transaction draws its size from min..max. */
+interface Workload {
+  label: string;
+  min: number;
+  max: number;
+}
+
+function parseWorkload(spec: string): Workload {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(spec.trim());
+  const min = Number(m?.[1]);
+  const max = Number(m?.[2] ?? m?.[1]);
+  if (!m || min < 1 || max < min) throw new Error(`--tx-rows ${spec}: a count of rows per transaction ("1") or a range ("1-100")`);
+  return { label: min === max ? `${min}-row transactions` : `transactions of ${min}-${max} rows`, min, max };
+}
+const WORKLOADS = args['tx-rows'].split(',').map(parseWorkload);
+
+const SELECTED: Peer[] = args.peers.split(',').map((name) => {
+  const peer = PEERS[name.trim()];
+  if (!peer) throw new Error(`--peers ${args.peers}: no peer ${name}; known: ${Object.keys(PEERS).join(', ')}`);
+  return peer;
+});
+// Fails before anything is set up when a peer has no Java it can run on.
+const JAVA = new Map(SELECTED.map((p) => [p, javaFor(p)] as const));
+const SERVER_PEER = PEERS['2.7.3']!;
 const SERVER_N = Number(args['server-users']);
 const BIN = fileURLToPath(new URL('../../bin/fleet-sync.js', import.meta.url));
 const FETCH = fileURLToPath(new URL('../debezium/fetch', import.meta.url));
@@ -67,6 +100,7 @@ const admin = kafka.admin();
 
 interface Run {
   round: number;
+  workload: Workload;
   who: string;
   records: number;
   changesPerS: number;
@@ -79,19 +113,25 @@ const waitUntil = async (check: () => Promise<boolean>, intervalMs = 100) => {
   while (!(await check())) await new Promise((r) => setTimeout(r, intervalMs));
 };
 
-/** N users of park p1, committed in transactions of 1-100 rows; returns the WAL position after the last. */
-async function insertBacklog(n: number): Promise<string> {
-  const client = await pool.connect();
-  try {
-    for (let written = 0; written < n; ) {
-      const size = Math.min(1 + Math.floor(Math.random() * 100), n - written);
-      const ids = Array.from({ length: size }, () => randomUUID());
-      await client.query(`INSERT INTO users (id, park_id, login, name) SELECT id::uuid, 'p1', 'l', 'n' FROM unnest($1::text[]) AS t(id)`, [ids]);
-      written += size;
-    }
-  } finally {
-    client.release();
-  }
+// One CALL commits the whole backlog, a transaction at a time (a procedure may COMMIT since PostgreSQL 11): no round
+// trip per transaction, so 300,000 one-row transactions take seconds, not minutes.
+const INSERT_BACKLOG = `
+  CREATE PROCEDURE bench_insert_users(n int, min_rows int, max_rows int) LANGUAGE plpgsql AS $$
+  DECLARE
+    written int := 0;
+    size int;
+  BEGIN
+    WHILE written < n LOOP
+      size := least(min_rows + floor(random() * (max_rows - min_rows + 1))::int, n - written);
+      INSERT INTO users (id, park_id, login, name) SELECT gen_random_uuid(), 'p1', 'l', 'n' FROM generate_series(1, size);
+      written := written + size;
+      COMMIT;
+    END LOOP;
+  END $$`;
+
+/** N users of park p1, committed in transactions of the workload's sizes; returns the WAL position after the last. */
+async function insertBacklog(n: number, workload: Workload): Promise<string> {
+  await pool.query(`CALL bench_insert_users(${Math.trunc(n)}, ${workload.min}, ${workload.max})`);
   return (await pool.query('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn as string;
 }
 
@@ -147,6 +187,7 @@ async function readRun(topic: string, from: Map<number, bigint>, expected: numbe
  */
 async function measure(
   round: number,
+  workload: Workload,
   who: string,
   topic: string,
   expected: number,
@@ -184,6 +225,7 @@ async function measure(
   const { records, firstMs, lastMs } = await readRun(topic, from, expected);
   const run: Run = {
     round,
+    workload,
     who,
     records,
     changesPerS: records > 1 && lastMs > firstMs ? ((records - 1) * 1000) / (lastMs - firstMs) : NaN,
@@ -192,7 +234,7 @@ async function measure(
     peakRssMb: peakRssKb / 1024,
   };
   console.log(
-    `  ${round > 0 ? `round ${round}` : 'alone  '}  ${who.padEnd(28)} ${fmt(run.records).padStart(9)} records  ${fmt(run.changesPerS).padStart(7)} changes/s  ` +
+    `  ${round > 0 ? `round ${round}` : 'alone  '}  ${who.padEnd(34)} ${fmt(run.records).padStart(9)} records  ${fmt(run.changesPerS).padStart(7)} changes/s  ` +
       `first record after ${fmt(run.firstRecordS, 1)} s  drained in ${fmt(run.drainS, 1)} s  peak RSS ${fmt(run.peakRssMb)} MB  (load ${fmt(loadavg()[0]!, 1)})`,
   );
   if (records < expected) console.log(`    (${who} wrote ${fmt(records)} of the ${fmt(expected)} changes to ${topic})`);
@@ -220,69 +262,102 @@ function median(values: number[]): number {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
-function printMedians(runs: Run[]) {
-  const of = (ours: boolean, pick: (r: Run) => number) => median(runs.filter((r) => (r.who === 'fleet-sync') === ours).map(pick));
-  const ours = of(true, (r) => r.changesPerS);
-  const theirs = of(false, (r) => r.changesPerS);
-  console.log(
-    `  medians: fleet-sync ${fmt(ours)} changes/s, ${fmt(of(true, (r) => r.peakRssMb))} MB; ` +
-      `Debezium on Kafka Connect ${fmt(theirs)} changes/s, ${fmt(of(false, (r) => r.peakRssMb))} MB ` +
-      `-> fleet-sync / Debezium = ${fmt(ours / theirs, 2)}x the throughput (target >= 3)`,
-  );
+const range = (values: number[], digits = 0) => {
+  const lo = fmt(Math.min(...values), digits);
+  const hi = fmt(Math.max(...values), digits);
+  return lo === hi ? lo : `${lo}-${hi}`;
+};
+
+/** One table per workload: each connector's changes/s per round, its median, fleet-sync's ratio to it, RSS, start. */
+function printSummary(runs: Run[], contenders: string[]) {
+  for (const workload of WORKLOADS) {
+    const of = (who: string) => runs.filter((r) => r.workload === workload && r.who === who);
+    const ours = median(of('fleet-sync').map((r) => r.changesPerS));
+    console.log(`\n${workload.label}, ${fmt(N)} changes a round (target: fleet-sync >= ${TARGET}x Debezium ${SELECTED[0]!.name}):`);
+    console.log('| connector | changes/s per round | median | fleet-sync / it | peak RSS, MB | first record after, s |');
+    console.log('| --- | --- | --- | --- | --- | --- |');
+    for (const who of contenders) {
+      const mine = of(who);
+      if (mine.length === 0) continue;
+      const m = median(mine.map((r) => r.changesPerS));
+      const ratio = who === 'fleet-sync' ? '' : `${fmt(ours / m, 2)}x`;
+      console.log(
+        `| ${who} | ${mine.map((r) => fmt(r.changesPerS)).join(' / ')} | ${fmt(m)} | ${ratio} | ` +
+          `${range(mine.map((r) => r.peakRssMb))} | ${range(mine.map((r) => r.firstRecordS), 1)} |`,
+      );
+    }
+  }
 }
 
 let failed = false;
 try {
-  const connectJars = execFileSync(FETCH, ['connect'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
-  const serverDist = args['no-server'] ? '' : execFileSync(FETCH, ['server'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  const fetch = (...what: string[]) => execFileSync(FETCH, what, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  const jars = new Map(SELECTED.map((p) => [p, fetch('connect', p.debezium, p.connect)] as const));
+  const serverDist = args['no-server'] ? '' : fetch('server', SERVER_PEER.debezium);
   await admin.connect();
   await pool.query(`INSERT INTO parks (id, name) VALUES ('p1', 'Park 1')`);
+  await pool.query(INSERT_BACKLOG);
 
   // fleet-sync's first start: snapshot of the empty tables, slot, publication and topics; stopped before the backlog.
   const first = startSource({ config, log, metrics: createMetrics({ defaultMetrics: false }) });
   await waitUntil(async () => (await pool.query('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [dbName])).rows[0]?.active === true);
   await first.stop();
-  const peer = `${dbName}_connect`;
-  await peerSlot(peer);
+  const slotOf = (p: Peer) => `${dbName}_dbz${p.name.replaceAll('.', '')}`;
+  for (const p of SELECTED) await peerSlot(slotOf(p));
 
-  console.log(`bench:peer  (${fmt(N)} users inserted per backlog in transactions of 1-100 rows; PostgreSQL -> Kafka, ${config.TOPIC_PARTITIONS} partitions, acks=all)`);
-  console.log(`  fleet-sync: source process as bench:source starts it, Avro values, ${config.CDC_EXACTLY_ONCE ? 'a Kafka transaction per batch (exactly once)' : 'idempotent producer'}`);
   console.log(
-    `  Debezium 2.7.3.Final on a Kafka Connect 3.9.1 standalone worker: pgoutput, JSON values without schemas, ` +
+    `bench:peer  (${fmt(N)} users inserted per backlog; workloads: ${WORKLOADS.map((w) => w.label).join(', ')}; ` +
+      `PostgreSQL -> Kafka, ${config.TOPIC_PARTITIONS} partitions, acks=all)`,
+  );
+  console.log(`  fleet-sync: source process as bench:source starts it, Avro values, ${config.CDC_EXACTLY_ONCE ? 'a Kafka transaction per batch (exactly once)' : 'idempotent producer'}`);
+  for (const p of SELECTED) {
+    const java = JAVA.get(p)!;
+    console.log(`  Debezium ${p.debezium} on a Kafka Connect ${p.connect} standalone worker, Java ${java.version} (${java.bin})`);
+  }
+  console.log(
+    `  each Debezium: pgoutput, JSON values without schemas, ` +
       `producer ${Object.entries(peerProducer(args['peer-compression'])).map(([k, v]) => `${k}=${v}`).join(' ')}, ` +
       `connector ${Object.entries(PEER_CONNECTOR).map(([k, v]) => `${k}=${v}`).join(' ')}, heap -Xmx2G`,
   );
   console.log('  measured from each topic: records between the first and last record timestamps; first record after the process started; load = 1-minute load average of the machine after the run');
   const runs: Run[] = [];
-  const fleetSync = (round: number, endLsn: string) =>
-    measure(round, 'fleet-sync', topicFor(dbName, 'users'), N, startFleetSync, () => slotConfirmed(dbName, endLsn), 600);
-  const connect = (round: number) =>
-    measure(round, 'Debezium on Kafka Connect', topicFor(peer, 'users'), N, () => startConnect(connectJars, peerRun(peer), args['peer-compression']), async (from) => {
-      return sum(await highWatermarks(admin, topicFor(peer, 'users'))) - sum(from) >= BigInt(N);
+  const who = (p: Peer) => `Debezium ${p.name} on Connect ${p.connect}`;
+  const fleetSync = (round: number, workload: Workload, endLsn: string) => () =>
+    measure(round, workload, 'fleet-sync', topicFor(dbName, 'users'), N, startFleetSync, () => slotConfirmed(dbName, endLsn), 600);
+  const connect = (p: Peer, round: number, workload: Workload) => () => {
+    const topic = topicFor(slotOf(p), 'users');
+    return measure(round, workload, who(p), topic, N, () => startConnect(p, JAVA.get(p)!, jars.get(p)!, peerRun(slotOf(p)), args['peer-compression']), async (from) => {
+      return sum(await highWatermarks(admin, topic)) - sum(from) >= BigInt(N);
     }, 900);
+  };
   for (let round = 1; round <= ROUNDS; round++) {
-    process.stderr.write(`round ${round}: committing ${fmt(N)} users...\n`);
-    const endLsn = await insertBacklog(N);
-    if (round % 2 === 1) {
-      runs.push(await fleetSync(round, endLsn));
-      runs.push(await connect(round));
-    } else {
-      runs.push(await connect(round));
-      runs.push(await fleetSync(round, endLsn));
+    for (const workload of WORKLOADS) {
+      process.stderr.write(`round ${round}, ${workload.label}: committing ${fmt(N)} users...\n`);
+      const endLsn = await insertBacklog(N, workload);
+      console.log(` ${workload.label}:`);
+      const order = [fleetSync(round, workload, endLsn), ...SELECTED.map((p) => connect(p, round, workload))];
+      if (round % 2 === 0) order.reverse();
+      for (const run of order) runs.push(await run());
     }
   }
-  if (runs.length > 0) printMedians(runs);
+  printSummary(runs, ['fleet-sync', ...SELECTED.map(who)]);
 
   if (!args['no-server']) {
     const server = `${dbName}_server`;
     await peerSlot(server);
     process.stderr.write(`Debezium Server: committing ${fmt(SERVER_N)} users...\n`);
-    await insertBacklog(SERVER_N);
+    const workload = WORKLOADS[0]!;
+    await insertBacklog(SERVER_N, workload);
     const topic = topicFor(server, 'users');
-    await measure(0, 'Debezium Server (Kafka sink)', topic, SERVER_N, () => startServer(serverDist, peerRun(server)), async (from) => {
+    const java: Java = JAVA.get(SERVER_PEER) ?? javaFor(SERVER_PEER);
+    console.log('');
+    await measure(0, workload, 'Debezium Server (Kafka sink)', topic, SERVER_N, () => startServer(java, serverDist, peerRun(server)), async (from) => {
       return sum(await highWatermarks(admin, topic)) - sum(from) >= BigInt(SERVER_N);
     }, 900);
-    console.log(`    (Debezium Server 2.7.3.Final, Kafka sink with linger.ms=0, acks=all: it waits for each record's acknowledgement; its own ${fmt(SERVER_N)}-user backlog, not in the ratio)`);
+    console.log(
+      `    (Debezium Server ${SERVER_PEER.debezium}, Kafka sink with linger.ms=0, acks=all: it waits for each record's acknowledgement; ` +
+        `its own ${fmt(SERVER_N)}-user backlog of ${workload.label}, not in the ratio)`,
+    );
   }
 } catch (e) {
   failed = true;
