@@ -154,7 +154,15 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
   const sweepWorker = async () => {
     for (let attempt = 1; !signal.aborted; ) {
       try {
-        const request = await claimDueParkSweep(pool, SWEEP_LEASE_MS, { interval: intervalSweeps === 0 });
+        // The slot is taken before the claim, so two workers claiming at once cannot both take an interval sweep.
+        const mayTakeInterval = intervalSweeps === 0;
+        if (mayTakeInterval) intervalSweeps++;
+        let request: Awaited<ReturnType<typeof claimDueParkSweep>>;
+        try {
+          request = await claimDueParkSweep(pool, SWEEP_LEASE_MS, { interval: mayTakeInterval });
+        } finally {
+          if (mayTakeInterval) intervalSweeps--;
+        }
         attempt = 1;
         if (!request) {
           await sweepWaker.idle(pollMs);
