@@ -1,4 +1,5 @@
 // The call-center client against the simulator over loopback: results, retries under faults, limits, and errors.
+import { getEventListeners } from 'node:events';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createCallCenterClient, parseRetryAfterMs, type CallCenterClient, type CallCenterClientDeps } from '../connector/callcenter/client.js';
 import { isFleetSyncError, type FleetSyncError } from '../connector/errors.js';
@@ -243,6 +244,20 @@ describe('call-center client', { timeout: 15_000 }, () => {
     await Promise.all(uids.map((uid) => cc.putUser(uid, profile(uid))));
     expect(Object.keys(sim.state().users).sort()).toEqual(uids.sort());
     expect(sim.calls().maxInFlight).toBe(4);
+  });
+
+  it('calls made under a long-lived signal, many waiting for a slot, leave no listener on it once done', async () => {
+    const cc = client({ concurrency: 2 });
+    sim.setFaults({ latencyMs: 5 });
+    const stop = new AbortController();
+    const uids = Array.from({ length: 30 }, (_, i) => `13${i}`);
+    const calls = Promise.all(uids.map((uid) => cc.putUser(uid, profile(uid), { signal: stop.signal })));
+    // While they wait, the waiting calls share one listener on the signal, not one each.
+    expect(getEventListeners(stop.signal, 'abort').length).toBeLessThanOrEqual(2 + 1);
+    await calls;
+    // undici lets go of a request's listener just after its answer is read.
+    await waitFor(() => getEventListeners(stop.signal, 'abort').length === 0, { what: 'no listener left on the signal', timeoutMs: 5_000 });
+    expect(Object.keys(sim.state().users)).toEqual(expect.arrayContaining(uids));
   });
 
   it('holds each project to ratePerProjectPerS, projects independently', async () => {

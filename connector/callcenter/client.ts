@@ -122,8 +122,7 @@ export function createCallCenterClient(deps: CallCenterClientDeps): CallCenterCl
   let closed: Promise<void> | undefined;
 
   async function send(call: Call): Promise<Answer> {
-    const signal = call.signal ? shardOf(call.signal) : undefined;
-    const res = await pool.request({ method: call.method, path: prefix + call.path, headers, body: call.body ?? null, signal });
+    const res = await pool.request({ method: call.method, path: prefix + call.path, headers, body: call.body ?? null, signal: call.signal });
     const text = await res.body.text();
     const retryAfter = res.headers['retry-after'];
     return retryAfter === undefined ? { status: res.statusCode, text } : { status: res.statusCode, text, retryAfter: String(retryAfter) };
@@ -279,48 +278,34 @@ function isUserPage(v: unknown): v is { users: ProjectUserRoles[]; next_cursor?:
   );
 }
 
-// One long-lived signal (a stage's stop) is listened to by every request in flight and every call waiting for a
-// slot: hundreds at once. Node's EventTarget walks all of a signal's listeners on each add (it looks for
-// duplicates), so each add would cost as much as the calls already waiting; instead, a signal gets one listener
-// here, which calls the hooks of a set (constant cost to add and remove), and undici's requests listen to one of
-// a few child signals that follow it.
-const hooksOf = new WeakMap<AbortSignal, Set<(reason: unknown) => void>>();
+// A signal (a stage's stop, a batch's) is listened to by every call waiting for a slot: hundreds at once. Node's
+// EventTarget walks all of a signal's listeners on each add (it looks for duplicates), so each add would cost as
+// much as the calls already waiting; instead a signal gets one listener here while anyone waits on it, which calls
+// the hooks of a set (constant cost to add and remove), and is removed with the last hook.
+const hooksOf = new WeakMap<AbortSignal, { hooks: Set<(reason: unknown) => void>; fire: () => void }>();
 
 function hookAbort(signal: AbortSignal, fn: (reason: unknown) => void): () => void {
-  let hooks = hooksOf.get(signal);
-  if (!hooks) {
-    const set = new Set<(reason: unknown) => void>();
+  let entry = hooksOf.get(signal);
+  if (!entry) {
+    const hooks = new Set<(reason: unknown) => void>();
     const fire = () => {
-      for (const hook of [...set]) hook(signal.reason);
-      set.clear();
+      hooksOf.delete(signal);
+      for (const hook of [...hooks]) hook(signal.reason);
     };
     signal.addEventListener('abort', fire, { once: true });
-    hooksOf.set(signal, set);
-    hooks = set;
+    entry = { hooks, fire };
+    hooksOf.set(signal, entry);
   }
-  const added = hooks;
-  added.add(fn);
-  return () => void added.delete(fn);
-}
-
-const SIGNAL_SHARDS = 16;
-const shardsOf = new WeakMap<AbortSignal, { next: number; signals: AbortSignal[] }>();
-
-/** A signal that aborts with `signal`, one of a few shared by the requests made under it. */
-function shardOf(signal: AbortSignal): AbortSignal {
-  if (signal.aborted) return signal;
-  let shards = shardsOf.get(signal);
-  if (!shards) {
-    const controllers = Array.from({ length: SIGNAL_SHARDS }, () => new AbortController());
-    for (const c of controllers) setMaxListeners(0, c.signal);
-    hookAbort(signal, (reason) => {
-      for (const c of controllers) c.abort(reason);
-    });
-    shards = { next: 0, signals: controllers.map((c) => c.signal) };
-    shardsOf.set(signal, shards);
-  }
-  shards.next = (shards.next + 1) % SIGNAL_SHARDS;
-  return shards.signals[shards.next]!;
+  const { hooks, fire } = entry;
+  hooks.add(fn);
+  return () => {
+    hooks.delete(fn);
+    // The last hook gone, so is the listener: a signal that outlives its calls holds nothing of theirs.
+    if (hooks.size === 0 && hooksOf.get(signal)?.hooks === hooks) {
+      signal.removeEventListener('abort', fire);
+      hooksOf.delete(signal);
+    }
+  };
 }
 
 /** Calls `fn` once when any of `signals` aborts, with that signal's reason; returns the unhook function. */

@@ -217,7 +217,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       run.onProgress?.();
     };
     // Pages are read in order and checked pagesInFlight at a time: a page's reads, locks and writes wait on
-    // PostgreSQL, and its uids are disjoint from every other page's.
+    // PostgreSQL. A uid on two pages (two rows of the park) is decided by each under its lock, one after the other.
     const inFlight = new Set<Promise<void>>();
     // A page that failed: no page is started after it, and the sweep fails with it once the running ones are done.
     const failures: unknown[] = [];
