@@ -1,6 +1,7 @@
 // SQL of the users list: one keyset page of a park's users, a plain scan of the index users (park_id, id) that stops
 // after limit + 1 rows. Node writes the JSON: PostgreSQL's json_agg and to_char cost several times the scan.
 import pg from 'pg';
+import type { UserRow } from '../../connector/sync/desired.js';
 
 export interface UsersPageQuery {
   parkId: string;
@@ -10,18 +11,8 @@ export interface UsersPageQuery {
   includeDisabled: boolean;
 }
 
-/** A user as the api answers it (the User schema), its fields in the schema's order. */
-export interface UserView {
-  id: string;
-  park_id: string;
-  yandex_uid: string | null;
-  login: string;
-  name: string;
-  phone: string | null;
-  email: string | null;
-  role_id: string | null;
-  is_enabled: boolean;
-  is_yandex_team: boolean;
+/** A user as the api answers it (the User schema): the row the sync reads, with its times in the api's format. */
+export interface UserView extends UserRow {
   created_at: string | null;
   updated_at: string | null;
 }

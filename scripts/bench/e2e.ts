@@ -39,6 +39,10 @@ const SWEEP_USERS = Number(args['sweep-users']);
 const SWEPT_USERS = Number(args['swept-users']);
 const MEMBERS = args.members.split(',').map(Number);
 const PARK_USERS = Number(args['park-users']);
+// Bad options stop the bench before it starts anything.
+const positive = (v: number) => Number.isInteger(v) && v >= 1;
+if (!MEMBERS.every(positive)) throw new Error(`--members takes sink group sizes, positive integers separated by commas, not ${JSON.stringify(args.members)}`);
+if (!positive(PARK_USERS)) throw new Error(`--park-users takes a positive integer, not ${JSON.stringify(args['park-users'])}`);
 const SWEEP_INTERVAL_S = 5;
 const BIN = fileURLToPath(new URL('../../bin/fleet-sync.js', import.meta.url));
 const TOKEN = 'bench-token';
