@@ -178,6 +178,9 @@ export async function waitForProject(p: Pick<Pipeline, 'sim' | 'db'>, projectId:
 
 /** Waits until the source has published every change committed so far, and the sink has processed all of it. */
 export async function pipelineCaughtUp(p: Pipeline): Promise<void> {
+  // A slot made after the changes covers them by its snapshot, which is published before the source streams: until
+  // then the slot's LSN says nothing of what is in Kafka.
+  await waitFor(() => p.source.state() === 'streaming', { what: 'the source to finish its snapshot and stream', timeoutMs: 30_000 });
   const { rows } = await p.db.pool.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
   await waitFor(
     async () =>
