@@ -53,6 +53,9 @@ export interface RetryLoops {
 const RETRY_BATCH = 500;
 const RETRY_LEASE_MS = 15_000;
 const RETRY_LOCK_CHUNK = 32;
+// A parked uid's call is often slow (a backoff, a Retry-After): chunks side by side keep a round from waiting on
+// each chunk's slowest uid in turn.
+const RETRY_CHUNKS_IN_FLIGHT = 4;
 // A sweep's lease is renewed every third of it while it runs (a large park's backfill takes minutes), and runs out
 // soon after a sink member dies with it: a revocation it held waits at most this long for another member. Two
 // members sweeping one park at once (a renewal missed) only repeat work: every decision is taken under uid locks.
@@ -131,7 +134,7 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
         if (uids.length > 0) {
           // Small chunks: a uid's lock is held while its calls are tried, and a stream batch touching one of these
           // uids waits for its chunk, not for a whole round of a project that is still down.
-          const outcomes = await applier.syncUids(uids, { cause: { kind: 'retry', attempts: 0, events: [] }, lockChunk: RETRY_LOCK_CHUNK, signal });
+          const outcomes = await applier.syncUids(uids, { cause: { kind: 'retry', attempts: 0, events: [] }, lockChunk: RETRY_LOCK_CHUNK, chunksInFlight: RETRY_CHUNKS_IN_FLIGHT, signal });
           const parked = [...outcomes.values()].filter((o) => o.parked).length;
           const refused = await deadLetterRefused(outcomes);
           log.info({ uids: uids.length, done: uids.length - parked - refused, parked, refused }, 'retried parked uids');

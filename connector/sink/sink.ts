@@ -52,6 +52,11 @@ export interface SinkHandle {
 const GROUP_RETRY: KafkaRetry = { retries: 120, initialRetryTime: 100, maxRetryTime: 1_000 };
 /** How long a stop waits for the group consumer to leave: a broker that is down cannot take the leave at all. */
 const GROUP_STOP_MS = 10_000;
+/**
+ * Lock chunks of one batch applied at once. Each holds a database connection; with every partition's batch in
+ * flight this stays within the pool that context.ts sizes from the partitions.
+ */
+const BATCH_CHUNKS_IN_FLIGHT = 2;
 
 export function startSink(deps: SinkDeps): SinkHandle {
   const { config, metrics } = deps;
@@ -127,6 +132,8 @@ export function startSink(deps: SinkDeps): SinkHandle {
     const outcomes = await applier.syncUids(grouped.uids, {
       profileChanged: grouped.profileChanged,
       touched: grouped.touched,
+      // A backlog's batch is many chunks: the next one starts while the last uids of this one wait on the call center.
+      chunksInFlight: BATCH_CHUNKS_IN_FLIGHT,
       cause: (uid) => ({ kind: 'event', ...capEvents(causes(uid)) }),
       eventsOf: (uid) =>
         (grouped.eventsByUid.get(uid) ?? []).map(({ message, env }) => ({

@@ -90,6 +90,11 @@ export interface SyncOptions {
   /** uids locked and applied at once for this call, when fewer than the applier's own chunk (ApplierDeps.lockChunk). */
   lockChunk?: number;
   /**
+   * Chunks applied at once (default 1), each under its own locks and connection: a chunk is done only when its
+   * slowest uid is (a backoff, a Retry-After), and the chunks beside it keep the call center busy meanwhile.
+   */
+  chunksInFlight?: number;
+  /**
    * Attempts per call-center call, when fewer than the client's: a sweep parks a uid the call center does not take
    * at once, so it never holds a chunk of uid locks through retries and timeouts that a stream batch waits behind.
    */
@@ -532,14 +537,15 @@ export function createApplier(deps: ApplierDeps): Applier {
       const named = new Set(options.managed ?? []);
       // One writer per uid: in this process (the keyed lock, no connection held while waiting), and across
       // processes (advisory locks: another sink member, the sweep, a replay). A stale read applied after a fresh
-      // one would undo it. Chunks bound the locks held at once; each chunk is released before the next is taken,
-      // so two callers never wait on each other in a cycle.
-      for (const chunk of chunks(uids, Math.min(lockChunk, options.lockChunk ?? lockChunk))) {
+      // one would undo it. Chunks bound the locks held at once. A chunk takes its keys in sorted order, in this
+      // process and then in PostgreSQL on its own connection, and whoever holds a connection has all its keys in
+      // this process already: no two chunks, of one call (disjoint uids, in flight at once) or of two, wait on
+      // each other in a cycle.
+      const { dryRun } = options;
+      await inParallel(chunks(uids, Math.min(lockChunk, options.lockChunk ?? lockChunk)), Math.max(1, options.chunksInFlight ?? 1), (chunk) =>
         // A dry run writes nothing, so it takes no lock and never waits behind the stream or a sweep.
-        const { dryRun } = options;
-        if (dryRun) await dryRunChunk(chunk, named, options, dryRun);
-        else await deps.locks.withKeys(chunk, () => syncChunk(chunk, named, outcomes, options));
-      }
+        dryRun ? dryRunChunk(chunk, named, options, dryRun) : deps.locks.withKeys(chunk, () => syncChunk(chunk, named, outcomes, options)),
+      );
       return outcomes;
     },
   };
