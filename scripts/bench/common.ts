@@ -93,18 +93,31 @@ function parentOf(pid: number): number | null {
  * The PostgreSQL server of `pool`: a function listing its postmaster and every process it runs at the moment
  * (backends, walsenders, writers), so that backends opened later are counted too.
  */
-export async function postgresPids(pool: pg.Pool): Promise<() => number[]> {
+export async function postgresPids(pool: pg.Pool, which: (title: string) => boolean = () => true): Promise<() => number[]> {
   const { rows } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
   const postmaster = parentOf(rows[0]!.pid);
   if (postmaster === null) return () => [];
-  return () => [
-    postmaster,
-    ...readdirSync('/proc')
-      .filter((d) => /^\d+$/.test(d))
-      .map(Number)
-      .filter((pid) => parentOf(pid) === postmaster),
-  ];
+  return () =>
+    [
+      postmaster,
+      ...readdirSync('/proc')
+        .filter((d) => /^\d+$/.test(d))
+        .map(Number)
+        .filter((pid) => parentOf(pid) === postmaster),
+    ].filter((pid) => which(titleOf(pid)));
 }
+
+/** A PostgreSQL process's title ("postgres: walsender …", "postgres: checkpointer"), '' once it is gone. */
+function titleOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** The walsenders (logical decoding of every change, published or not) apart from the rest. */
+export const isWalsender = (title: string) => title.includes('walsender');
 
 /** The process listening on a loopback port (the broker), from `ss`; null when it cannot be told. */
 export function listenerPid(port: number): number | null {
