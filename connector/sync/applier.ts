@@ -544,7 +544,7 @@ export function createApplier(deps: ApplierDeps): Applier {
       const { dryRun } = options;
       await inParallel(chunks(uids, Math.min(lockChunk, options.lockChunk ?? lockChunk)), Math.max(1, options.chunksInFlight ?? 1), (chunk) =>
         // A dry run writes nothing, so it takes no lock and never waits behind the stream or a sweep.
-        dryRun ? dryRunChunk(chunk, named, options, dryRun) : deps.locks.withKeys(chunk, () => syncChunk(chunk, named, outcomes, options)),
+        dryRun ? dryRunChunk(chunk, named, options, dryRun) : deps.locks.withKeys(chunk, () => syncChunk(chunk, named, outcomes, options), options.signal),
       );
       return outcomes;
     },

@@ -1,14 +1,31 @@
 // Per-uid mutual exclusion inside one process: two partitions may carry rows of one uid (one user, two parks),
 // and a stale read applied after a fresh one would undo it.
 export interface KeyedLock {
-  /** Runs `work` while holding every key; keys are taken in sorted order so two callers never deadlock. */
-  withKeys<T>(keys: Iterable<string>, work: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `work` while holding every key; keys are taken in sorted order so two callers never deadlock. When `signal`
+   * aborts while a key is awaited, the wait ends with the signal's reason and nothing runs: a batch of a group that
+   * is rebalancing stops at once instead of after the sweep chunk it waits behind.
+   */
+  withKeys<T>(keys: Iterable<string>, work: () => Promise<T>, signal?: AbortSignal): Promise<T>;
+}
+
+/** Resolves with `promise`, or rejects with the signal's reason once it aborts first. */
+function untilAborted(promise: Promise<void>, signal: AbortSignal): Promise<void> {
+  signal.throwIfAborted();
+  return new Promise((resolve, reject) => {
+    const abort = () => reject(signal.reason);
+    signal.addEventListener('abort', abort, { once: true });
+    promise.then(() => {
+      signal.removeEventListener('abort', abort);
+      resolve();
+    });
+  });
 }
 
 export function createKeyedLock(): KeyedLock {
   const tails = new Map<string, Promise<void>>();
   return {
-    async withKeys(keys, work) {
+    async withKeys(keys, work, signal) {
       const sorted = [...new Set(keys)].sort();
       const releases: (() => void)[] = [];
       try {
@@ -16,13 +33,18 @@ export function createKeyedLock(): KeyedLock {
           const previous = tails.get(key) ?? Promise.resolve();
           let release!: () => void;
           const mine = new Promise<void>((r) => (release = r));
+          // The next caller waits for the holder before this one too: a caller that stops waiting (its release
+          // runs at once) never lets anyone past a holder.
           const tail = previous.then(() => mine);
           tails.set(key, tail);
           releases.push(() => {
             release();
-            if (tails.get(key) === tail) tails.delete(key);
+            // Forgotten once it has settled: a caller that stopped waiting leaves its tail until the holder is done.
+            void tail.then(() => {
+              if (tails.get(key) === tail) tails.delete(key);
+            });
           });
-          await previous;
+          await (signal ? untilAborted(previous, signal) : previous);
         }
         return await work();
       } finally {
