@@ -1,7 +1,10 @@
 // SQL of the users list: one keyset page of a park's users, a plain scan of the index users (park_id, id) that stops
-// after limit + 1 rows. Node writes the JSON: PostgreSQL's json_agg and to_char cost several times the scan.
+// after limit + 1 rows. Node writes the JSON: PostgreSQL's json_agg and to_char cost several times the scan. Each row
+// comes as one text, its record, because node-postgres decoding one string a column cost the api more than the rest
+// of the request.
 import pg from 'pg';
 import type { UserRow } from '../../connector/sync/desired.js';
+import { parseRecord } from './record-text.js';
 
 export interface UsersPageQuery {
   parkId: string;
@@ -29,7 +32,6 @@ export interface UsersPages {
   page(q: UsersPageQuery): Promise<UsersPage>;
 }
 
-const TIMESTAMP_OID = 1114;
 const BAD_TIME = (text: string) => new Error(`unexpected timestamp text ${JSON.stringify(text)} (the session's DateStyle must be ISO)`);
 
 /**
@@ -50,11 +52,37 @@ export function apiTime(text: string): string | null {
   return `${text.slice(0, space)}T${text.slice(space + 1, fraction)}.${ms}Z`;
 }
 
-// Only the times need a parser of their own: the other columns arrive as the strings and booleans the answer holds.
-const pageTypes: pg.CustomTypesConfig = {
-  getTypeParser: ((oid: number, format: 'text' | 'binary') =>
-    oid === TIMESTAMP_OID ? apiTime : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
-};
+// The page's columns, in the order of each row's record.
+const COLUMNS = `id, park_id, yandex_uid, login, name, phone, email, role_id, is_enabled, is_yandex_team,
+                 created_at AT TIME ZONE 'UTC' AS created_at, updated_at AT TIME ZONE 'UTC' AS updated_at`;
+const COLUMN_COUNT = 12;
+
+function required(fields: Array<string | null>, i: number): string {
+  const value = fields[i];
+  if (value === null || value === undefined) throw new Error(`a users record has no value in column ${i + 1}`);
+  return value;
+}
+
+/** The user of one row's record: the strings as they are, booleans from t and f, the times in the api's format. */
+function userOf(record: string): UserView {
+  const fields = parseRecord(record, COLUMN_COUNT);
+  const created = fields[10] ?? null;
+  const updated = fields[11] ?? null;
+  return {
+    id: required(fields, 0),
+    park_id: required(fields, 1),
+    yandex_uid: fields[2] ?? null,
+    login: required(fields, 3),
+    name: required(fields, 4),
+    phone: fields[5] ?? null,
+    email: fields[6] ?? null,
+    role_id: fields[7] ?? null,
+    is_enabled: required(fields, 8) === 't',
+    is_yandex_team: required(fields, 9) === 't',
+    created_at: created === null ? null : apiTime(created),
+    updated_at: updated === null ? null : apiTime(updated),
+  };
+}
 
 /**
  * Page sizes whose statements each connection prepares: PostgreSQL then plans a walk once instead of on every page.
@@ -74,19 +102,19 @@ export function usersPages(pool: pg.Pool): UsersPages {
       if (!q.includeDisabled) where.push('is_enabled');
       // The limit is written into the statement: with a parameter, PostgreSQL's plan for any page would assume a tenth
       // of the park, so it would never keep one. One row more than the page tells whether another page follows.
-      const text = `SELECT id, park_id, yandex_uid, login, name, phone, email, role_id, is_enabled, is_yandex_team,
-                           created_at AT TIME ZONE 'UTC' AS created_at, updated_at AT TIME ZONE 'UTC' AS updated_at
-                      FROM users WHERE ${where.join(' AND ')} ORDER BY id LIMIT ${q.limit + 1}`;
+      const text = `SELECT u::text FROM (SELECT ${COLUMNS} FROM users WHERE ${where.join(' AND ')} ORDER BY id LIMIT ${q.limit + 1}) u`;
       // How many rows pass updated_since depends on its value: those walks are planned for it on every page.
       let name: string | undefined;
       if (q.updatedSince === null && (preparedSizes.has(q.limit) || preparedSizes.size < PREPARED_PAGE_SIZES)) {
         preparedSizes.add(q.limit);
         name = `users_page_${q.afterId === null ? 'first' : 'next'}_${q.includeDisabled ? 'all' : 'enabled'}_${q.limit}`;
       }
-      const { rows } = await pool.query<UserView>({ ...(name ? { name } : {}), text, values: params, types: pageTypes });
+      // Rows as arrays: the one column needs no object of its own.
+      const { rows } = await pool.query<[string]>({ ...(name ? { name } : {}), text, values: params, rowMode: 'array' });
       const more = rows.length > q.limit;
       if (more) rows.pop();
-      return { users: rows, nextAfterId: more ? rows[rows.length - 1]!.id : null };
+      const users = rows.map((row) => userOf(row[0]));
+      return { users, nextAfterId: more ? users[users.length - 1]!.id : null };
     },
   };
 }

@@ -1,7 +1,9 @@
 // Benchmark of the api (npm run bench:api [-- --audit-rows N]): users/list pages and park/on toggles against a seeded
 // park of 100,000 users; then GET /v1/audit?uid= over an audit trail of N rows (default 10,000,000; 0 skips it).
 // Uses DATABASE_URL if set, else starts scripts/services; works in a throwaway database it drops at the end.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { resolve } from 'node:path';
@@ -15,7 +17,7 @@ import { loadConfig } from '../../connector/config.js';
 import { migrate } from '../../connector/db/migrate.js';
 import { createLogger } from '../../connector/log.js';
 import { createMetrics } from '../../connector/metrics.js';
-import { ensureServices, fmt, median } from './common.js';
+import { cpuMeter, ensureServices, fmt, median, postgresPids } from './common.js';
 
 const USERS = 100_000;
 const PAGE = 100;
@@ -73,13 +75,38 @@ async function load(options: Parameters<Autocannon>[0]): Promise<Load> {
   return { result, busyMsPerRequest: elu.active / Math.max(1, result.requests.total), busyShare: elu.utilization };
 }
 
-/** Runs one load and prints it. */
-async function measure(name: string, options: Parameters<Autocannon>[0]): Promise<void> {
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** CPU seconds of this process's main thread, the api's event loop (autocannon runs in a worker thread); NaN off Linux. */
+function mainThreadCpuSeconds(): number {
+  try {
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    // Fields after the command's closing parenthesis: utime is the 14th field, stime the 15th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * Runs one load and prints it, with the CPU a request cost the api's event loop, the rest of this process (the load
+ * generator's worker and V8's helper threads) and PostgreSQL: the three share the machine's cores, so the sum says
+ * how many requests a second the machine could serve at all.
+ */
+async function measure(name: string, postgres: () => number[], options: Parameters<Autocannon>[0]): Promise<void> {
+  const used = cpuMeter({ postgres }, 'process');
+  const apiBefore = mainThreadCpuSeconds();
   const { result: r, busyMsPerRequest, busyShare } = await load(options);
+  const api = mainThreadCpuSeconds() - apiBefore;
+  const cpu = used();
+  const perRequest = (seconds: number) => ((seconds * 1000) / Math.max(1, r.requests.total)).toFixed(2);
   console.log(
     `${name}: ${r.requests.total} requests in ${options.duration} s; req/s mean ${r.requests.mean.toFixed(0)} median ${r.requests.p50.toFixed(0)}; ` +
       `latency p50 ${r.latency.p50} ms p99 ${r.latency.p99} ms; non-2xx ${r.non2xx}, errors ${r.errors}, timeouts ${r.timeouts}; ` +
-      `api event loop ${(busyShare * 100).toFixed(0)}% busy, ${busyMsPerRequest.toFixed(2)} ms a request`,
+      `api event loop ${(busyShare * 100).toFixed(0)}% busy, ${busyMsPerRequest.toFixed(2)} ms a request; ` +
+      `CPU a request: api ${perRequest(api)} ms, load generator and helper threads ${perRequest(cpu.process! - api)} ms, ` +
+      `PostgreSQL ${perRequest(cpu.postgres!)} ms`,
   );
 }
 
@@ -227,6 +254,8 @@ async function main(): Promise<void> {
   url.pathname = `/${dbName}`;
   const log = createLogger('warn');
   let api: Awaited<ReturnType<typeof startApi>> | undefined;
+  // One connection, only to find PostgreSQL's processes for the CPU figures.
+  const meterPool = new pg.Pool({ connectionString: url.toString(), max: 1 });
   try {
     const db = new pg.Client({ connectionString: url.toString() });
     await db.connect();
@@ -254,6 +283,7 @@ async function main(): Promise<void> {
       LOG_LEVEL: 'warn',
     });
     api = await startApi({ config, log, metrics: createMetrics() });
+    const postgres = await postgresPids(meterPool);
     const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
 
     // Real cursors from one walk of the park, so the load reads pages all over the index, not only the first.
@@ -269,7 +299,7 @@ async function main(): Promise<void> {
     console.log(`walked ${bodies.length} pages of ${PAGE}`);
     const pages = bodies.filter((_, i) => i % 10 === 0); // 100 pages spread over the park
 
-    await measure('users/list (pages of 100)', {
+    await measure('users/list (pages of 100)', postgres, {
       url: api.url,
       connections: CONNECTIONS,
       duration: DURATION_S,
@@ -279,7 +309,7 @@ async function main(): Promise<void> {
 
     const mapping = (callCenterRole: string) =>
       JSON.stringify({ park_id: PARK, project_id: 'bench-project', roles: [{ role_id: 'bench-op', call_center_role_id: callCenterRole }, { role_id: 'bench-admin', call_center_role_id: 'cc-admin' }] });
-    await measure('park/on (alternating two mappings)', {
+    await measure('park/on (alternating two mappings)', postgres, {
       url: api.url,
       connections: CONNECTIONS,
       duration: DURATION_S,
@@ -291,6 +321,7 @@ async function main(): Promise<void> {
     else console.log('audit phase skipped (--audit-rows 0)');
   } finally {
     await api?.close();
+    await meterPool.end();
     await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
     await admin.end();
   }
