@@ -1,40 +1,21 @@
 // A backlog's uids are applied in lock chunks side by side: one uid whose call hangs holds its own chunk, not every
 // uid after it (a batch of a partition's backlog, or a retry round of parked uids, under a slow call center).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMetrics } from '../connector/metrics.js';
-import { createSyncStack, type SyncStack } from '../connector/wiring.js';
-import { createSimulator, type Simulator } from '../simulator/simulator.js';
-import { createTestDatabase, testConfig, testLogger, waitFor, type TestDatabase } from './helpers.js';
-import { CC_TOKEN, seedPark } from './pipeline.js';
+import { waitFor } from './helpers.js';
+import { seedPark, startSyncOnly, type SyncOnly } from './pipeline.js';
 
 describe('applier: lock chunks in flight side by side', () => {
-  let db: TestDatabase;
-  let sim: Simulator;
-  let stack: SyncStack;
+  let s: SyncOnly;
 
   beforeAll(async () => {
-    db = await createTestDatabase();
-    sim = createSimulator({ token: CC_TOKEN });
-    const url = await sim.start();
     // A hanging call times out within a second and is tried again, without end while the call center hangs.
-    const config = testConfig(db, {
-      CALL_CENTER_URL: url,
-      CALL_CENTER_TOKEN: CC_TOKEN,
-      CALL_CENTER_TIMEOUT_MS: '1000',
-      CALL_CENTER_MAX_ATTEMPTS: '1000',
-      CALL_CENTER_RETRY_BASE_MS: '20',
-      CALL_CENTER_RETRY_MAX_MS: '200',
-    });
-    stack = createSyncStack({ config, log: testLogger(), metrics: createMetrics({ defaultMetrics: false }) });
+    s = await startSyncOnly({ CALL_CENTER_TIMEOUT_MS: '1000', CALL_CENTER_MAX_ATTEMPTS: '1000', CALL_CENTER_RETRY_BASE_MS: '20', CALL_CENTER_RETRY_MAX_MS: '200' });
   });
-  afterAll(async () => {
-    await stack?.close();
-    await sim?.stop();
-    await db?.drop();
-  });
+  afterAll(async () => s?.stop());
 
   it('a uid whose calls hang holds only its own chunk: the chunks after it are applied meanwhile, and it follows once the call center answers', async () => {
     // 600 uids: three chunks of the applier's 256, the hanging uid in the first.
+    const { db, sim, stack } = s;
     const park = await seedPark(db.pool, { users: 600 });
     const [stuck, ...others] = park.uids;
     sim.setFaults({ slowUids: [stuck!], slowMs: 60_000 });

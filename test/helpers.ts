@@ -72,6 +72,12 @@ export async function createTestDatabase(options: { migrate?: boolean } = {}): P
           what: 'replication slots to go idle',
         });
         await c.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1', [name]);
+        // A pool that was just ended closes its sockets a moment later: a forced drop meanwhile terminates them, and
+        // a client that is ending has no listener left for that error (an uncaught exception in the test run).
+        await waitFor(
+          async () => (await c.query(`SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'`, [name])).rowCount === 0,
+          { what: 'the connections to the database to close', timeoutMs: 5_000 },
+        ).catch(() => {});
         await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       } finally {
         await c.end();

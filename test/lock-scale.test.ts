@@ -3,24 +3,21 @@
 // × max_connections: 64 × 300 on the test services, 64 × 100 on stock settings) and fail with "out of shared
 // memory", for this session and every other one meanwhile.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMetrics } from '../connector/metrics.js';
-import { createSyncStack, type SyncStack } from '../connector/wiring.js';
-import { createSimulator, type Simulator } from '../simulator/simulator.js';
-import { createTestDatabase, testConfig, testLogger, type TestDatabase } from './helpers.js';
-import { CC_TOKEN } from './pipeline.js';
+import type { SyncStack } from '../connector/wiring.js';
+import type { Simulator } from '../simulator/simulator.js';
+import type { TestDatabase } from './helpers.js';
+import { startSyncOnly, type SyncOnly } from './pipeline.js';
 
 const USERS = 100_000;
 
 describe('uid locks at the scale of a large park', () => {
+  let s: SyncOnly;
   let db: TestDatabase;
   let sim: Simulator;
   let stack: SyncStack;
   beforeAll(async () => {
-    db = await createTestDatabase();
-    sim = createSimulator({ token: CC_TOKEN });
-    const url = await sim.start();
-    const config = testConfig(db, { CALL_CENTER_URL: url, CALL_CENTER_TOKEN: CC_TOKEN, CALL_CENTER_CONCURRENCY: '64', SINK_MAX_IN_FLIGHT_USERS: '128' });
-    stack = createSyncStack({ config, log: testLogger(), metrics: createMetrics({ defaultMetrics: false }) });
+    s = await startSyncOnly({ CALL_CENTER_CONCURRENCY: '64', SINK_MAX_IN_FLIGHT_USERS: '128' });
+    ({ db, sim, stack } = s);
     await db.pool.query(`INSERT INTO parks (id, name) VALUES ('big', 'Big'), ('small', 'Small')`);
     await db.pool.query(`INSERT INTO roles (id, park_id, name) VALUES ('r1', 'big', 'Dispatcher'), ('r2', 'small', 'Dispatcher')`);
     await db.pool.query(`INSERT INTO users (park_id, yandex_uid, login, name, role_id) SELECT 'big', 'big-' || g, 'l', 'n', 'r1' FROM generate_series(1, $1::int) g`, [USERS]);
@@ -33,11 +30,7 @@ describe('uid locks at the scale of a large park', () => {
       sim.setRolesByHand('proj-big', `big-${g}`, ['cc-op']);
     }
   }, 300_000);
-  afterAll(async () => {
-    await stack?.close();
-    await sim?.stop();
-    await db?.drop();
-  });
+  afterAll(async () => s?.stop());
 
   it('turning off a 100k-user park with revoke takes every role away, while other sessions keep taking their locks', async () => {
     await db.pool.query(`UPDATE call_center_parks SET enabled = false, revoke_on_disable = true WHERE park_id = 'big'`);

@@ -78,6 +78,32 @@ export async function startPipeline(options: { sink?: boolean; overrides?: Recor
   return pipeline;
 }
 
+/** A database of its own, the call-center simulator, and the sink's sync stack over them: no Kafka, no stages. */
+export interface SyncOnly {
+  db: TestDatabase;
+  sim: Simulator;
+  stack: SyncStack;
+  stop(): Promise<void>;
+}
+
+export async function startSyncOnly(overrides: Record<string, string> = {}): Promise<SyncOnly> {
+  const db = await createTestDatabase();
+  const sim = createSimulator({ token: CC_TOKEN });
+  const url = await sim.start();
+  const config = testConfig(db, { CALL_CENTER_URL: url, CALL_CENTER_TOKEN: CC_TOKEN, ...overrides });
+  const stack = createSyncStack({ config, log: testLogger(), metrics: createMetrics({ defaultMetrics: false }) });
+  return {
+    db,
+    sim,
+    stack,
+    async stop() {
+      await stack.close();
+      await sim.stop();
+      await db.drop();
+    },
+  };
+}
+
 /** The simulator's grants without uids or projects that hold nothing. */
 export function heldGrants(sim: Simulator): Grants {
   return nonEmpty(sim.state().projects);
