@@ -99,7 +99,7 @@ export const configSchema = z.object({
   // The longest wait between two retries of a parked uid: how soon a project that came back is caught up.
   SINK_RETRY_MAX_DELAY_MS: positiveInt.default(5_000).describe('longest wait (ms) between two retries of a parked uid: how soon a project that came back is caught up'),
   SINK_GROUP_ID: z.string().min(1).default('fleet-sync-sink').describe('Kafka consumer group of the sink'),
-  SINK_MAX_IN_FLIGHT_USERS: positiveInt.default(64).describe("most uids the sink applies in parallel (one uid's changes stay in order)"),
+  SINK_MAX_IN_FLIGHT_USERS: positiveInt.default(64).describe("most uids the sink applies in parallel in one lock chunk of up to 256 uids; a batch applies two chunks at once, a retry round four (one uid's changes stay in order)"),
   SINK_SESSION_TIMEOUT_MS: z.coerce.number().int().min(6_000).default(30_000).describe('consumer session timeout (ms): how soon the group notices a dead sink'),
   API_HOST: z.string().min(1).default('0.0.0.0').describe('address the api listens on'),
   API_PORT: port.default(8080).describe('port the api listens on'),

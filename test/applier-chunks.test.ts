@@ -21,6 +21,8 @@ describe('applier: lock chunks in flight side by side', () => {
     sim.setFaults({ slowUids: [stuck!], slowMs: 60_000 });
     let settled = false;
     const run = stack.sync.applier.syncUids(park.uids, { cause: { kind: 'replay', events: [] }, chunksInFlight: 2 }).finally(() => (settled = true));
+    // Awaited below; a failed wait must not leave its rejection unhandled once the pool is closed.
+    run.catch(() => {});
     try {
       await waitFor(() => others.every((uid) => sim.rolesOf(park.projectId, uid).length === 1), { what: 'every other uid granted while one call hangs', timeoutMs: 30_000 });
       expect(settled).toBe(false);

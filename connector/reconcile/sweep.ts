@@ -9,6 +9,7 @@ import type { Metrics } from '../metrics.js';
 import { latestToggle, pruneAudit, type AuditCause } from '../audit/trail.js';
 import type { Applier, Listing, SyncOptions, UidOutcome } from '../sync/applier.js';
 import { grantKey, sameRoles } from '../sync/desired.js';
+import { SWEEP_PAGES_IN_FLIGHT } from '../sync/context.js';
 import { readPark } from '../sync/parks.js';
 import { dryRunSweep } from './dry-run.js';
 import type { Reconciler, SweepCounts, SweepOptions, SweepReason } from '../sync/reconciler.js';
@@ -40,7 +41,7 @@ const WORK_SWEEPS = new Set<SweepReason>(['park_on', 'park_off', 'truncate']);
  * a backfill, a revocation or an operator's sweep is the work asked for and goes as fast as PostgreSQL allows; the
  * interval's sweep is background work that the stream's changes must not wait behind, one page at a time.
  */
-const pagesInFlight = (reason: SweepReason) => (reason === 'interval' ? 1 : 4);
+const pagesInFlight = (reason: SweepReason) => (reason === 'interval' ? 1 : SWEEP_PAGES_IN_FLIGHT);
 
 const zero = (): SweepCounts => ({ checked: 0, in_sync: 0, corrected_profiles: 0, corrected_grants: 0, revoked: 0, skipped_no_uid: 0, failed: 0 });
 

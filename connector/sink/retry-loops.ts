@@ -8,6 +8,7 @@ import { isFleetSyncError, isKnownFailure } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Applier, UidOutcome } from '../sync/applier.js';
+import { RETRY_CHUNKS_IN_FLIGHT, SWEEP_WORKERS } from '../sync/context.js';
 import type { Reconciler, SweepReason } from '../sync/reconciler.js';
 import {
   claimDueParkSweep,
@@ -53,15 +54,11 @@ export interface RetryLoops {
 const RETRY_BATCH = 500;
 const RETRY_LEASE_MS = 15_000;
 const RETRY_LOCK_CHUNK = 32;
-// A parked uid's call is often slow (a backoff, a Retry-After): chunks side by side keep a round from waiting on
-// each chunk's slowest uid in turn.
-const RETRY_CHUNKS_IN_FLIGHT = 4;
+
 // A sweep's lease is renewed every third of it while it runs (a large park's backfill takes minutes), and runs out
 // soon after a sink member dies with it: a revocation it held waits at most this long for another member. Two
 // members sweeping one park at once (a renewal missed) only repeat work: every decision is taken under uid locks.
 const SWEEP_LEASE_MS = 15_000;
-// Park sweeps one member runs at once: a park turned off is swept while another park's long backfill runs.
-const SWEEP_WORKERS = 3;
 
 // How often a member looks whether the group's interval pass is due: a tenth of the interval, within these bounds.
 const SCHEDULE_POLL_MIN_MS = 250;
@@ -134,6 +131,8 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
         if (uids.length > 0) {
           // Small chunks: a uid's lock is held while its calls are tried, and a stream batch touching one of these
           // uids waits for its chunk, not for a whole round of a project that is still down.
+          // A parked uid's call is often slow (a backoff, a Retry-After): chunks side by side keep a round from
+          // waiting on each chunk's slowest uid in turn.
           const outcomes = await applier.syncUids(uids, { cause: { kind: 'retry', attempts: 0, events: [] }, lockChunk: RETRY_LOCK_CHUNK, chunksInFlight: RETRY_CHUNKS_IN_FLIGHT, signal });
           const parked = [...outcomes.values()].filter((o) => o.parked).length;
           const refused = await deadLetterRefused(outcomes);
@@ -220,6 +219,7 @@ export function startRetryLoops(deps: RetryLoopsDeps): RetryLoops {
       }
     }
   };
+  // Park sweeps one member runs at once: a park turned off is swept while another park's long backfill runs.
   const sweeps = Promise.all(Array.from({ length: SWEEP_WORKERS }, sweepWorker));
 
   /**

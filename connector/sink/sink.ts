@@ -14,7 +14,7 @@ import { createKafka, type KafkaRetry } from '../kafka/client.js';
 import { deadLetterTopic, ensureTopics } from '../kafka/topics.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { SyncContext } from '../sync/context.js';
+import { BATCH_CHUNKS_IN_FLIGHT, type SyncContext } from '../sync/context.js';
 import type { Reconciler } from '../sync/reconciler.js';
 import { recordProgress } from '../sync/store.js';
 import { requestParkSweeps } from '../sync/work-queue.js';
@@ -52,11 +52,6 @@ export interface SinkHandle {
 const GROUP_RETRY: KafkaRetry = { retries: 120, initialRetryTime: 100, maxRetryTime: 1_000 };
 /** How long a stop waits for the group consumer to leave: a broker that is down cannot take the leave at all. */
 const GROUP_STOP_MS = 10_000;
-/**
- * Lock chunks of one batch applied at once. Each holds a database connection; with every partition's batch in
- * flight this stays within the pool that context.ts sizes from the partitions.
- */
-const BATCH_CHUNKS_IN_FLIGHT = 2;
 
 export function startSink(deps: SinkDeps): SinkHandle {
   const { config, metrics } = deps;
