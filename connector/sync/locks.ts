@@ -9,25 +9,22 @@ export interface KeyedLock {
   withKeys<T>(keys: Iterable<string>, work: () => Promise<T>, signal?: AbortSignal): Promise<T>;
 }
 
-/** Resolves with `promise`, or rejects with the signal's reason once it aborts first. */
-function untilAborted(promise: Promise<void>, signal: AbortSignal): Promise<void> {
-  signal.throwIfAborted();
-  return new Promise((resolve, reject) => {
-    const abort = () => reject(signal.reason);
-    signal.addEventListener('abort', abort, { once: true });
-    promise.then(() => {
-      signal.removeEventListener('abort', abort);
-      resolve();
-    });
-  });
-}
-
 export function createKeyedLock(): KeyedLock {
   const tails = new Map<string, Promise<void>>();
   return {
     async withKeys(keys, work, signal) {
+      signal?.throwIfAborted();
       const sorted = [...new Set(keys)].sort();
       const releases: (() => void)[] = [];
+      // One listener for the whole call, however many keys it waits for.
+      let onAbort: (() => void) | undefined;
+      const aborted = signal
+        ? new Promise<never>((_, reject) => {
+            onAbort = () => reject(signal.reason);
+            signal.addEventListener('abort', onAbort, { once: true });
+          })
+        : undefined;
+      aborted?.catch(() => {});
       try {
         for (const key of sorted) {
           const previous = tails.get(key) ?? Promise.resolve();
@@ -44,10 +41,13 @@ export function createKeyedLock(): KeyedLock {
               if (tails.get(key) === tail) tails.delete(key);
             });
           });
-          await (signal ? untilAborted(previous, signal) : previous);
+          await (aborted ? Promise.race([previous, aborted]) : previous);
         }
+        // Every key held: the work listens to the signal on its own.
+        if (onAbort) signal!.removeEventListener('abort', onAbort);
         return await work();
       } finally {
+        if (onAbort) signal!.removeEventListener('abort', onAbort);
         for (const r of releases) r();
       }
     },
