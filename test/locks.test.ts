@@ -1,5 +1,6 @@
 // The in-process uid lock: one holder per key, in order; a waiter whose signal aborts stops waiting at once and
 // never lets a later caller past the holder it waited for.
+import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { createKeyedLock } from '../connector/sync/locks.js';
 
@@ -53,6 +54,19 @@ describe('keyed lock', () => {
     holder.release();
     await next;
     expect(events).toEqual(['u0 free', 'next ran']);
+  });
+
+  it('leaves no listener on the signal, which for a batch lives through thousands of calls', async () => {
+    const lock = createKeyedLock();
+    const signal = new AbortController().signal;
+    const holder = await hold(lock, ['u1']);
+    const waiting = lock.withKeys(['u0', 'u1', 'u2'], async () => getEventListeners(signal, 'abort').length, signal);
+    await new Promise((r) => setImmediate(r));
+    expect(getEventListeners(signal, 'abort')).toHaveLength(1);
+    holder.release();
+    // Once every key is held the lock stops listening, before the work runs.
+    expect(await waiting).toBe(0);
+    expect(getEventListeners(signal, 'abort')).toHaveLength(0);
   });
 
   it('a signal already aborted takes no key at all', async () => {
