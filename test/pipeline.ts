@@ -9,6 +9,7 @@ import { startSink, type SinkHandle } from '../connector/sink/sink.js';
 import { startSource, type SourceHandle } from '../connector/source/source.js';
 import type { Reconciler } from '../connector/sync/reconciler.js';
 import { createSyncStack, type SyncStack } from '../connector/wiring.js';
+import { groupAtEnds } from '../scripts/lib/group-offsets.js';
 import { canonical, expectedGrants, grantDiff, nonEmpty, type Grants } from '../scripts/lib/oracle.js';
 import { createSimulator, type Simulator } from '../simulator/simulator.js';
 import { createTestDatabase, testConfig, testLogger, uniqueName, waitFor, type TestDatabase } from './helpers.js';
@@ -125,16 +126,11 @@ export async function groupCaughtUp(p: Pipeline): Promise<boolean> {
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const topics = ['users', 'roles', 'call_center_parks'].map((t) => `${p.config.TOPIC_PREFIX}.public.${t}`);
-    const committed = await admin.fetchOffsets({ groupId: p.config.SINK_GROUP_ID, topics });
-    for (const t of committed) {
-      const ends = await admin.fetchTopicOffsets(t.topic);
-      for (const e of ends) {
-        const c = t.partitions.find((x) => x.partition === e.partition)?.offset ?? '-1';
-        if (e.high !== '0' && BigInt(c) < BigInt(e.high)) return false;
-      }
-    }
-    return true;
+    return await groupAtEnds(
+      admin,
+      p.config.SINK_GROUP_ID,
+      ['users', 'roles', 'call_center_parks'].map((t) => `${p.config.TOPIC_PREFIX}.public.${t}`),
+    );
   } finally {
     await admin.disconnect();
   }

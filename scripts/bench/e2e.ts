@@ -18,6 +18,7 @@ import { createMetrics } from '../../connector/metrics.js';
 import { topicFor } from '../../connector/events.js';
 import { createSyncStack } from '../../connector/wiring.js';
 import { createSimulator } from '../../simulator/simulator.js';
+import { groupAtEnds } from '../lib/group-offsets.js';
 import { cpuMeter, ensureServices, fmt, freshDatabase, isWalsender, listenerPid, percentile, postgresPids, stageEnv } from './common.js';
 
 const { values: args } = parseArgs({
@@ -111,16 +112,12 @@ try {
   const admin = kafka.admin();
   await admin.connect();
   /** The sink group's offsets at the end of every captured topic: nothing is left to apply. */
-  const sinkCaughtUp = async () => {
-    const topics = ['users', 'roles', 'call_center_parks'].map((t) => topicFor(config.TOPIC_PREFIX, t));
-    for (const t of await admin.fetchOffsets({ groupId: config.SINK_GROUP_ID, topics })) {
-      for (const end of await admin.fetchTopicOffsets(t.topic)) {
-        const committed = t.partitions.find((x) => x.partition === end.partition)?.offset ?? '-1';
-        if (end.high !== '0' && BigInt(committed) < BigInt(end.high)) return false;
-      }
-    }
-    return true;
-  };
+  const sinkCaughtUp = () =>
+    groupAtEnds(
+      admin,
+      config.SINK_GROUP_ID,
+      ['users', 'roles', 'call_center_parks'].map((t) => topicFor(config.TOPIC_PREFIX, t)),
+    );
 
   // 1. Latency: each tick commits one change — a new user, or a role flip of an earlier one. The last run has the
   // sink sweep every syncing park every 5 s meanwhile, one of them a park of SWEPT_USERS users in sync.

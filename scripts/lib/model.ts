@@ -22,6 +22,7 @@ import { startSource, type SourceHandle } from '../../connector/source/source.js
 import { sleep } from '../../connector/time.js';
 import { createSimulator, type Simulator } from '../../simulator/simulator.js';
 import { freshDatabase } from '../bench/common.js';
+import { groupAtEnds } from './group-offsets.js';
 import { expectedGrants, type Grants } from './oracle.js';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -507,17 +508,12 @@ export async function startWorld(options: { services: Services; model: Model; lo
   const down = new Map<string, number>();
   const setDown = () => sim.setFaults({ failProjects: [...down].filter(([, n]) => n > 0).map(([p]) => p) });
 
-  const groupCaughtUp = async (): Promise<boolean> => {
-    const topics = CAPTURED_TABLES.map((t) => topicFor(name, t));
-    const committed = await admin.fetchOffsets({ groupId: name, topics });
-    for (const t of committed) {
-      for (const end of await admin.fetchTopicOffsets(t.topic)) {
-        const c = t.partitions.find((x) => x.partition === end.partition)?.offset ?? '-1';
-        if (end.high !== '0' && BigInt(c) < BigInt(end.high)) return false;
-      }
-    }
-    return true;
-  };
+  const groupCaughtUp = () =>
+    groupAtEnds(
+      admin,
+      name,
+      CAPTURED_TABLES.map((t) => topicFor(name, t)),
+    );
 
   const pendingWork = async (lsn: string): Promise<string[]> => {
     const out: string[] = [];

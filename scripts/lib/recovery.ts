@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import type pg from 'pg';
 import { sleep } from '../../connector/time.js';
+import { partitionsBehind } from './group-offsets.js';
 
 /** A moment of the recovery: what happened, to whom (a stage, chaos itself), and when. */
 export interface Mark {
@@ -97,13 +98,7 @@ export function watchRecovery(deps: { brokers: string[]; db: pg.Pool; groupId: s
         }
         if (!sinkCaughtUp) {
           await admin.connect();
-          const committed = await admin.fetchOffsets({ groupId, topics: deps.topics });
-          let behind = 0;
-          for (const topic of deps.topics) {
-            const ends = await admin.fetchTopicOffsets(topic);
-            const at = new Map(committed.find((t) => t.topic === topic)?.partitions.map((p) => [p.partition, BigInt(p.offset)]) ?? []);
-            for (const e of ends) if ((at.get(e.partition) ?? -1n) < BigInt(e.high) && BigInt(e.high) > 0n) behind++;
-          }
+          const behind = await partitionsBehind(admin, groupId, deps.topics);
           if (sourceCaughtUp && behind === 0) {
             sinkCaughtUp = true;
             mark('sink caught up (group offsets at the topics’ ends)');
